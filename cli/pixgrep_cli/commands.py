@@ -1,0 +1,195 @@
+"""What each CLI command does, as plain functions returning an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pixgrep.settings import ExitCode, Settings
+from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable
+
+
+def _err(msg: str) -> None:
+    click.echo(f"pixgrep: {msg}", err=True)
+
+
+def _local_index(settings: Settings, **kw: Any) -> Any:
+    """Open the index in this process; errors become one line and an exit code."""
+    from pixgrep.app import Index
+    from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
+
+    try:
+        return Index(settings, **kw)
+    except (StoreUnavailable, EmbeddingMismatch) as e:
+        _err(str(e))
+        sys.exit(int(ExitCode.UNAVAILABLE))
+
+
+def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
+    from tqdm import tqdm
+
+    from pixgrep.app import index_paths
+    from pixgrep.errors import EmbeddingMismatch, PixgrepError
+    from pixgrep.stages import BackendUnavailable
+
+    client = DaemonClient.connect(settings.socket_path)
+    if client is not None:
+        try:
+            res = client.request("POST", "/v1/index", json={"paths": [os.path.abspath(p) for p in paths], "force": force})
+            click.echo(f"queued {res.get('queued', 0)} files with the running daemon; `pixgrep status` shows progress")
+            return 0
+        except DaemonError as e:
+            _err(str(e))
+            return int(ExitCode.FAILURE)
+        finally:
+            client.close()
+    try:
+        index = _local_index(settings)
+        with index:
+            bar = tqdm(total=0, unit="img", disable=None, dynamic_ncols=True, file=sys.stderr)
+
+            def on_total(n: int) -> None:
+                bar.total = n
+                bar.refresh()
+
+            try:
+                report = index_paths(index, paths, force=force, on_total=on_total, on_outcome=lambda o: bar.update(1))
+            finally:
+                bar.close()
+    except (BackendUnavailable, EmbeddingMismatch, PixgrepError) as e:
+        _err(str(e))
+        return int(ExitCode.UNAVAILABLE if "Milvus" in str(e) else ExitCode.CONFIG)
+    rate = (report.indexed / report.seconds) if report.seconds else 0.0
+    click.echo(
+        f"{report.seen} files: {report.indexed} indexed, {report.linked} duplicates/moves linked, "
+        f"{report.unchanged} unchanged, {report.failed} failed, {report.retry} to retry, "
+        f"{report.removed} removed ({report.seconds:.1f}s, {rate:.1f} img/s)"
+    )
+    for path, error in report.errors[:10]:
+        click.echo(f"  {path}: {error}", err=True)
+    if len(report.errors) > 10:
+        click.echo(f"  … and {len(report.errors) - 10} more: `pixgrep status --failed`", err=True)
+    return 0
+
+
+def _highlight(snippet: str, spans: list[list[int]] | list[tuple[int, int]], color: bool) -> str:
+    if not color or not spans:
+        return snippet
+    out, last = [], 0
+    for s, e in spans:
+        out.append(snippet[last:s])
+        out.append(click.style(snippet[s:e], fg="red", bold=True))
+        last = e
+    out.append(snippet[last:])
+    return "".join(out)
+
+
+def run_search(
+    settings: Settings,
+    *,
+    query: str,
+    limit: int | None,
+    as_json: bool,
+    in_dir: str | None,
+    mode: str | None,
+    montage: str | None,
+) -> int:
+    in_dir = os.path.abspath(in_dir) if in_dir else None
+    results: list[dict[str, Any]]
+    client = DaemonClient.connect(settings.socket_path)
+    if client is not None:
+        try:
+            results = client.search(query, limit=limit, mode=mode, in_dir=in_dir)
+        except (DaemonError, DaemonUnavailable) as e:
+            _err(str(e))
+            return int(ExitCode.UNAVAILABLE)
+        finally:
+            client.close()
+    else:
+        if not as_json:
+            _err("no daemon running; searching the index directly")
+        if not settings.db_path.exists():
+            _err(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
+            return int(ExitCode.FAILURE)
+        index = _local_index(settings, ocr_workers=0)
+        with index:
+            from pixgrep.errors import PixgrepError
+
+            try:
+                results = [r.to_json() for r in index.search(query, mode=mode, limit=limit, in_dir=in_dir)]
+            except PixgrepError as e:
+                _err(str(e))
+                return int(ExitCode.UNAVAILABLE)
+    if as_json:
+        for r in results:
+            click.echo(json.dumps({k: r[k] for k in ("path", "score", "source", "text")}, ensure_ascii=False))
+    else:
+        color = sys.stdout.isatty()
+        if not results:
+            _err("no matches")
+        for r in results:
+            path = click.style(r["path"], fg="magenta") if color else r["path"]
+            snippet = _highlight(r.get("snippet", ""), r.get("spans", []), color)
+            click.echo(f"{path}\t{r['score']:.4f}\t{r['source']}\t{snippet}")
+    if montage and results:
+        from pixgrep.montage import montage as make_montage
+
+        out = make_montage(
+            [r["path"] for r in results],
+            Path(montage),
+            labels=[f"#{i + 1} {r['score']:.3f} {os.path.basename(r['path'])}"[:36] for i, r in enumerate(results)],
+        )
+        _err(f"montage written to {out}")
+    return 0 if results else 1
+
+
+def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
+    client = DaemonClient.connect(settings.socket_path)
+    info: dict[str, Any]
+    if client is not None:
+        try:
+            info = client.status(failed=failed)
+        finally:
+            client.close()
+        info["daemon"] = info.get("daemon") or {"running": True}
+    else:
+        if not settings.db_path.exists():
+            info = {"counts": {}, "roots": [], "home": str(settings.home)}
+        else:
+            from pixgrep.app import status
+            from pixgrep.db import Database
+
+            db = Database(settings.db_path)
+            try:
+                info = status(db, settings, failed=failed)
+            finally:
+                db.close()
+        info["daemon"] = {"running": False}
+        info["watched"] = [str(f.path) for f in settings.watch.folders]
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    d = info.get("daemon", {})
+    click.echo(f"daemon:   {'running' if d.get('running') else 'not running'}" + (f" (pid {d['pid']})" if d.get("pid") else ""))
+    click.echo(f"home:     {info.get('home')}")
+    for key in ("watched", "roots"):
+        for p in info.get(key) or []:
+            click.echo(f"{key + ':':9} {p}")
+    c = info.get("counts", {})
+    click.echo(
+        f"indexed:  {c.get('indexed', 0)} images ({c.get('paths', 0)} paths), pending {c.get('pending', 0) + c.get('queue_pending', 0)}, "
+        f"failed {c.get('failed', 0) + c.get('queue_failed', 0)}"
+    )
+    if d.get("images_per_second") is not None:
+        click.echo(f"rate:     {d['images_per_second']:.2f} images/s")
+    for e in d.get("last_errors", []) or []:
+        click.echo(f"error:    {e}")
+    if failed:
+        for f in info.get("failures", []):
+            click.echo(f"  {f['path']}: {f['error']} (attempts {f['attempts']})")
+    return 0

@@ -1,0 +1,126 @@
+"""The ``pixgrep`` command: click parses flags, then calls plain functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
+
+
+def _die(msg: str, code: ExitCode) -> None:
+    click.echo(f"pixgrep: {msg}", err=True)
+    sys.exit(int(code))
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    obj = ctx.ensure_object(dict)
+    try:
+        return load_settings(obj.get("config"), **{**obj.get("overrides", {}), **overrides})
+    except ConfigError as e:
+        _die(str(e), ExitCode.CONFIG)
+        raise  # unreachable
+
+
+def _setup_logging(settings: Settings, verbose: int) -> None:
+    from pixgrep.logs import setup_logging
+
+    setup_logging("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING", settings=settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--home", type=click.Path(file_okay=False), help="State folder (PIXGREP_HOME).")
+@click.option("-v", "--verbose", count=True)
+@click.version_option(package_name="pixgrep")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, home: str | None, verbose: int) -> None:
+    """grep for pictures: find screenshots and memes by the text in them."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    ctx.obj["overrides"] = {"home": home}
+    ctx.obj["verbose"] = verbose
+
+
+@main.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--force", is_flag=True, help="Re-read every file even if unchanged.")
+@click.option("--workers", type=int, default=None, help="OCR processes (default: one per core).")
+@click.option("--ocr", "ocr_engine", default=None, help="OCR backend: rapidocr or tesseract.")
+@click.pass_context
+def index_cmd(ctx: click.Context, paths: tuple[str, ...], force: bool, workers: int | None, ocr_engine: str | None) -> None:
+    """Index image files and folders (incremental)."""
+    from pixgrep_cli import commands
+
+    s = _settings(ctx, ocr={"engine": ocr_engine, "workers": workers})
+    _setup_logging(s, ctx.obj["verbose"])
+    sys.exit(commands.run_index(s, paths=list(paths), force=force))
+
+
+@main.command("search")
+@click.argument("query", nargs=-1, required=True)
+@click.option("-k", "--limit", type=int, default=None, help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text.")
+@click.option("--in", "in_dir", type=click.Path(file_okay=False), default=None, help="Only results under DIR.")
+@click.option("--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default=None)
+@click.option("--montage", type=click.Path(dir_okay=False), default=None, help="Write a grid of the hits to this image.")
+@click.pass_context
+def search_cmd(
+    ctx: click.Context,
+    query: tuple[str, ...],
+    limit: int | None,
+    as_json: bool,
+    in_dir: str | None,
+    mode: str | None,
+    montage: str | None,
+) -> None:
+    """Search the index; uses the daemon when it runs."""
+    from pixgrep_cli import commands
+
+    s = _settings(ctx)
+    _setup_logging(s, ctx.obj["verbose"])
+    sys.exit(
+        commands.run_search(
+            s, query=" ".join(query), limit=limit, as_json=as_json, in_dir=in_dir, mode=mode, montage=montage
+        )
+    )
+
+
+@main.command("status")
+@click.option("--failed", is_flag=True, help="List failures with their reasons.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status_cmd(ctx: click.Context, failed: bool, as_json: bool) -> None:
+    """Counts, watched folders, the daemon's state and failures."""
+    from pixgrep_cli import commands
+
+    s = _settings(ctx)
+    _setup_logging(s, ctx.obj["verbose"])
+    sys.exit(commands.run_status(s, failed=failed, as_json=as_json))
+
+
+@main.command("config")
+@click.pass_context
+def config_cmd(ctx: click.Context) -> None:
+    """Print the effective settings as JSON."""
+    s = _settings(ctx)
+    click.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, ensure_ascii=False))
+
+
+def run() -> None:
+    # Broken pipes (pixgrep search | head) are normal for a grep-like tool.
+    try:
+        main(prog_name="pixgrep")
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()
+

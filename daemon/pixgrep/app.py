@@ -1,0 +1,156 @@
+"""Plain functions behind the CLI and the daemon's API (no click, no HTTP here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from pixgrep import scan
+from pixgrep.db import Content, Database, PathEntry, Root, path_prefix_range
+from pixgrep.pipeline import Outcome, Pipeline
+from pixgrep.search import Result
+from pixgrep.search import search as _search
+from pixgrep.settings import Settings
+
+log = logging.getLogger("pixgrep.app")
+
+
+class Index:
+    """An open index: SQLite books, the Milvus store and the stages, opened lazily."""
+
+    def __init__(self, settings: Settings, *, ocr_workers: int | None = None) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_path)
+        self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers)
+
+    def search(self, query: str, *, mode: str | None = None, limit: int | None = None, in_dir: str | None = None) -> list[Result]:
+        p = self.pipeline
+        use_dense = (mode or self.settings.search.mode) != "keyword"
+        return _search(
+            query,
+            store=p.store,
+            embedder=p.embedder if use_dense else None,
+            db=self.db,
+            settings=self.settings.search,
+            mode=mode,
+            limit=limit,
+            in_dir=in_dir,
+        )
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.db.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class IndexReport:
+    seen: int = 0
+    indexed: int = 0
+    linked: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    retry: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, o: Outcome) -> None:
+        self.seen += 1
+        setattr(self, o.status, getattr(self, o.status) + 1)
+        if o.error and o.status in ("failed", "retry"):
+            self.errors.append((o.path, o.error))
+
+
+def index_paths(
+    index: Index,
+    paths: Sequence[str],
+    *,
+    force: bool = False,
+    on_total: Callable[[int], None] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> IndexReport:
+    """Index files and folders incrementally; forget files gone from indexed folders."""
+    t0 = time.monotonic()
+    settings = index.settings
+    flt = scan.FileFilter.from_settings(settings)
+    roots = [os.path.abspath(p) for p in paths]
+    report = IndexReport()
+    jobs: list[tuple[str, str | None]] = []
+    on_disk: set[str] = set()
+    for root in roots:
+        if not os.path.exists(root):
+            report.errors.append((root, "no such file or folder"))
+            report.failed += 1
+            continue
+        is_dir = os.path.isdir(root)
+        for f in scan.walk([root], flt):
+            jobs.append((f, root if is_dir else None))
+            on_disk.add(f)
+        if is_dir:
+            with index.db.session() as s:
+                s.merge(Root(path=root))
+    # Also retry contents that were left pending (Milvus down, crashed worker).
+    for p in index.pipeline.retry_pending_contents():
+        if p not in on_disk and any(p.startswith(r.rstrip("/") + "/") for r in roots):
+            jobs.append((p, None))
+    if on_total:
+        on_total(len(jobs))
+
+    def progress(o: Outcome) -> None:
+        report.add(o)
+        if on_outcome:
+            on_outcome(o)
+
+    index.pipeline.process(jobs, progress=progress, force=force)
+    # Forget what vanished from the folders just walked.
+    for root in roots:
+        if os.path.isdir(root):
+            lo, hi = path_prefix_range(root)
+            with index.db.session() as s:
+                known = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+            gone = [p for p in known if p not in on_disk and not os.path.exists(p)]
+            report.removed += index.pipeline.remove_paths(gone)
+    index.pipeline.store.flush()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def status(db: Database, settings: Settings, *, failed: bool = False, limit: int = 50) -> dict[str, Any]:
+    """Counts and failures from the SQLite books alone (no Milvus needed)."""
+    counts = db.counts()
+    out: dict[str, Any] = {"counts": counts, "home": str(settings.home), "milvus": settings.milvus_uri}
+    with db.session() as s:
+        out["roots"] = list(s.scalars(select(Root.path)))
+        if failed:
+            rows = s.execute(
+                select(PathEntry.path, PathEntry.error, Content.error, PathEntry.attempts, Content.attempts)
+                .outerjoin(Content, Content.hash == PathEntry.content_hash)
+                .where(or_(PathEntry.error.is_not(None), Content.status == "failed", Content.status == "pending"))
+                .order_by(PathEntry.path)
+                .limit(limit)
+            ).all()
+            out["failures"] = [
+                {"path": p, "error": pe or ce or "pending", "attempts": max(pa or 0, ca or 0)} for p, pe, ce, pa, ca in rows
+            ]
+    return out
+
+
+def results_json(results: Sequence[Result]) -> str:
+    return "\n".join(
+        json.dumps({"path": r.path, "score": r.score, "source": r.source, "text": r.text}, ensure_ascii=False)
+        for r in results
+    )

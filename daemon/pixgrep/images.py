@@ -1,0 +1,117 @@
+"""Reading image files safely: hashing, decoding, orientation, size caps."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pixgrep.errors import PermanentError, RetryableError
+
+# Refuse to read more than this from one file: nothing legitimate comes close,
+# and reading it all to hash would stall the pipeline.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileBytes:
+    data: bytes
+    digest: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_file(path: str) -> FileBytes:
+    """Read and hash a file, classifying OS errors as permanent or retryable."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size > MAX_FILE_BYTES:
+                raise PermanentError(f"file is {st.st_size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit")
+            data = fh.read()
+    except FileNotFoundError:
+        raise RetryableError("file vanished before it could be read") from None
+    except PermissionError:
+        raise RetryableError("permission denied: the service user cannot read this file") from None
+    except IsADirectoryError:
+        raise PermanentError("is a directory") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise PermanentError("symlink loop") from None
+        raise RetryableError(f"cannot read file: {e.strerror or e}") from None
+    if not data:
+        raise PermanentError("empty file (0 bytes)")
+    return FileBytes(data, content_hash(data), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def decode(data: bytes, *, max_megapixels: float) -> Image.Image:
+    """Decode to an upright RGB image, first frame only, within the pixel cap."""
+    max_pixels = int(max_megapixels * 1_000_000)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels and im.format == "JPEG":
+                # JPEG can decode at 1/2, 1/4 or 1/8 scale without the full-size buffer.
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                scale = 1
+                while scale < 8 and (w // (scale * 2)) * (h // (scale * 2)) >= max_pixels:
+                    scale *= 2
+                im.draft("RGB", (w // (scale * 2), h // (scale * 2)))
+            dw, dh = im.size
+            if dw * dh > max_pixels:
+                raise PermanentError(
+                    f"image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_megapixels:g} MP cap "
+                    "(image.max_megapixels)"
+                )
+            if getattr(im, "is_animated", False):
+                im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            if im.mode != "RGB":
+                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                    rgba = im.convert("RGBA")
+                    bg = Image.new("RGB", rgba.size, (255, 255, 255))
+                    bg.paste(rgba, mask=rgba.split()[-1])
+                    im = bg
+                else:
+                    im = im.convert("RGB")
+            return im
+    except PermanentError:
+        raise
+    except UnidentifiedImageError:
+        kind = _sniff(data)
+        raise PermanentError(f"not an image{f' ({kind})' if kind else ''}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PermanentError(f"decompression bomb refused: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg:
+            msg = "truncated image: " + msg
+        raise PermanentError(f"corrupt image: {msg}") from None
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:16]
+    if head[4:8] == b"ftyp":
+        return "looks like an MP4/MOV video"
+    if head.startswith(b"%PDF"):
+        return "looks like a PDF"
+    if head.startswith((b"\x1aE\xdf\xa3",)):
+        return "looks like a WebM/MKV video"
+    try:
+        data[:512].decode("utf-8")
+        return "looks like text"
+    except UnicodeDecodeError:
+        return ""

@@ -1,0 +1,116 @@
+"""OCR backends: RapidOCR (PP-OCRv6, bundled, default) and Tesseract."""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pixgrep.stages import BackendUnavailable, OcrLine
+
+log = logging.getLogger("pixgrep.ocr")
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+class RapidOcrEngine:
+    name = "rapidocr"
+
+    def __init__(self, min_confidence: float = 0.5, threads: int = 1, det_limit_side_len: int = 480, **_: Any) -> None:
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as e:
+            raise BackendUnavailable(f"rapidocr is not installed ({e})") from e
+        # One intra-op thread per engine: pixgrep runs one engine per core instead.
+        params = {
+            "Global.log_level": "warning",
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            "Det.limit_type": "min",
+            "Det.limit_side_len": det_limit_side_len,
+            "Rec.rec_batch_num": 12,
+        }
+        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        self._engine = RapidOCR(params=params)
+        self.min_confidence = min_confidence
+        self.version = f"rapidocr {_version('rapidocr')} PP-OCRv6 det/rec small"
+
+    def recognize(self, image: Image.Image) -> list[OcrLine]:
+        out = self._engine(np.asarray(image)[:, :, ::-1])  # RapidOCR expects BGR arrays
+        if out.txts is None or out.boxes is None or out.scores is None:
+            return []
+        lines = []
+        for text, score, box in zip(out.txts, out.scores, out.boxes, strict=False):
+            text = text.strip()
+            if not text or float(score) < self.min_confidence:
+                continue
+            xs = [float(p[0]) for p in box]
+            ys = [float(p[1]) for p in box]
+            lines.append(OcrLine(text, float(score), (min(xs), min(ys), max(xs), max(ys))))
+        return lines
+
+
+class TesseractEngine:
+    name = "tesseract"
+
+    def __init__(self, languages: str = "chi_sim+chi_tra+eng", min_confidence: float = 0.5, **_: Any) -> None:
+        try:
+            import pytesseract
+        except ImportError as e:
+            raise BackendUnavailable("tesseract backend needs: pip install 'pixgrep[tesseract]'") from e
+        # Tesseract's OpenMP threads fight the per-core worker processes.
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        try:
+            have = set(pytesseract.get_languages(config=""))
+            tess_version = str(pytesseract.get_tesseract_version())
+        except pytesseract.TesseractNotFoundError as e:
+            raise BackendUnavailable("tesseract binary not found: apt-get install tesseract-ocr") from e
+        missing = [lang for lang in languages.split("+") if lang not in have]
+        if missing:
+            raise BackendUnavailable(
+                f"tesseract lacks language data {', '.join(missing)} (ocr.languages); "
+                f"apt-get install {' '.join('tesseract-ocr-' + m.replace('_', '-') for m in missing)}"
+            )
+        self._tess = pytesseract
+        self.languages = languages
+        self.min_confidence = min_confidence
+        self.version = f"tesseract {tess_version.split()[0]} {languages}"
+
+    def recognize(self, image: Image.Image) -> list[OcrLine]:
+        data = self._tess.image_to_data(image, lang=self.languages, output_type=self._tess.Output.DICT)
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, word in enumerate(data["text"]):
+            if word.strip() and float(data["conf"][i]) >= 0:
+                key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+                groups.setdefault(key, []).append(i)
+        lines = []
+        for idx in groups.values():
+            words = [data["text"][i].strip() for i in idx]
+            # Tesseract splits CJK into one "word" per character; join those without spaces.
+            text = ""
+            for w in words:
+                if text and not (_cjk(text[-1]) and _cjk(w[0])):
+                    text += " "
+                text += w
+            score = float(np.mean([float(data["conf"][i]) for i in idx])) / 100.0
+            if score < self.min_confidence:
+                continue
+            x0 = min(data["left"][i] for i in idx)
+            y0 = min(data["top"][i] for i in idx)
+            x1 = max(data["left"][i] + data["width"][i] for i in idx)
+            y1 = max(data["top"][i] + data["height"][i] for i in idx)
+            lines.append(OcrLine(text, score, (float(x0), float(y0), float(x1), float(y1))))
+        return lines
+
+
+def _cjk(ch: str) -> bool:
+    return "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\uff00" <= ch <= "\uffef"

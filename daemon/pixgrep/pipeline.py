@@ -1,0 +1,601 @@
+"""The index pipeline: file -> hash -> image -> OCR/caption -> embed -> Milvus + SQLite.
+
+``Pipeline.process`` takes a list of paths and is shared by ``pixgrep index``
+and the daemon's worker loop. OCR runs in worker processes (one engine per
+core); captioning and embedding run batched in the calling process, where the
+GPU is, if there is one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select, update
+
+from pixgrep import images, textnorm
+from pixgrep.db import Content, Database, PathEntry, path_prefix_range
+from pixgrep.errors import PermanentError, RetryableError, StoreUnavailable
+from pixgrep.settings import Settings
+from pixgrep.stages import CAPTION, EMBED, OCR, BackendUnavailable, Captioner, Embedder, OcrEngine, OcrLine
+from pixgrep.store import MilvusStore, Segment, open_store
+
+log = logging.getLogger("pixgrep.pipeline")
+
+
+# --------------------------------------------------------------------------
+# OCR in worker processes
+
+
+@dataclass
+class Analysis:
+    digest: str
+    width: int = 0
+    height: int = 0
+    lines: list[OcrLine] = field(default_factory=list)
+    error: str | None = None
+    ocr_version: str = ""
+
+
+_engine: OcrEngine | None = None
+_max_mp: float = 64.0
+
+
+def make_ocr(settings: Settings) -> OcrEngine:
+    return OCR.create(
+        settings.ocr.engine,
+        languages=settings.ocr.languages,
+        min_confidence=settings.ocr.min_confidence,
+        det_limit_side_len=settings.ocr.det_limit_side_len,
+    )
+
+
+def _init_worker(settings_json: str) -> None:
+    global _engine, _max_mp
+    # Each worker is one core's worth of OCR; numeric libraries must not spawn more.
+    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    settings = Settings.model_validate_json(settings_json)
+    _engine = make_ocr(settings)
+    _max_mp = settings.image.max_megapixels
+
+
+def analyze(digest: str, data: bytes, do_ocr: bool = True) -> Analysis:
+    """Decode and OCR one file's bytes (runs in a worker process)."""
+    assert _engine is not None
+    try:
+        im = images.decode(data, max_megapixels=_max_mp)
+    except PermanentError as e:
+        return Analysis(digest, error=str(e))
+    lines = _engine.recognize(im) if do_ocr else []
+    return Analysis(digest, im.width, im.height, lines, ocr_version=_engine.version if do_ocr else "")
+
+
+class OcrPool:
+    """A pool of OCR processes, or the calling thread when ``workers == 0``."""
+
+    def __init__(self, settings: Settings, workers: int | None = None) -> None:
+        n = settings.ocr.workers or (os.cpu_count() or 1) if workers is None else workers
+        self.workers = n
+        self._settings_json = settings.model_dump_json()
+        self._executor: cf.Executor | None = None
+        self._lock = threading.Lock()
+        if n == 0:
+            _init_worker(self._settings_json)
+
+    def _ensure(self) -> cf.Executor:
+        with self._lock:
+            if self._executor is None:
+                # spawn, not fork: the parent has threads (watcher, API) and gRPC state.
+                ctx = mp.get_context("spawn")
+                self._executor = cf.ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self._settings_json,)
+                )
+            return self._executor
+
+    def submit(self, digest: str, data: bytes, do_ocr: bool = True) -> cf.Future[Analysis]:
+        if self.workers == 0:
+            fut: cf.Future[Analysis] = cf.Future()
+            try:
+                fut.set_result(analyze(digest, data, do_ocr))
+            except Exception as e:
+                fut.set_exception(e)
+            return fut
+        try:
+            return self._ensure().submit(analyze, digest, data, do_ocr)
+        except cf.process.BrokenProcessPool:
+            self.restart()
+            return self._ensure().submit(analyze, digest, data, do_ocr)
+
+    def restart(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+
+
+# --------------------------------------------------------------------------
+# Segments
+
+
+def regions(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:
+    """Group OCR lines into blocks of vertically adjacent lines (panels, subtitles)."""
+    if not lines:
+        return []
+    out: list[list[OcrLine]] = [[lines[0]]]
+    for prev, line in zip(lines, lines[1:], strict=False):
+        if prev.box and line.box:
+            height = max(prev.box[3] - prev.box[1], line.box[3] - line.box[1], 1.0)
+            gap = line.box[1] - prev.box[3]
+            overlap_x = min(prev.box[2], line.box[2]) - max(prev.box[0], line.box[0])
+            if -height <= gap <= 1.2 * height and overlap_x > -height:
+                out[-1].append(line)
+                continue
+        out.append([line])
+    return out
+
+
+def build_segments(lines: Sequence[OcrLine], captions: Sequence[str]) -> list[Segment]:
+    segs: list[Segment] = []
+    texts = [ln.text for ln in lines]
+    if texts:
+        full = "\n".join(texts)
+        segs.append(Segment("full", "ocr", full, textnorm.document_tokens(full)))
+        if len(texts) > 1:
+            blocks = regions(lines)
+            seen = {full}
+            for block in blocks:
+                t = "\n".join(ln.text for ln in block)
+                if t not in seen:
+                    seen.add(t)
+                    segs.append(Segment("region", "ocr", t, textnorm.document_tokens(t)))
+            for t in texts:
+                if t not in seen:
+                    seen.add(t)
+                    segs.append(Segment("line", "ocr", t, textnorm.document_tokens(t)))
+    for cap in dict.fromkeys(c.strip() for c in captions if c.strip()):
+        segs.append(Segment("caption", "caption", cap, textnorm.document_tokens(cap)))
+    return segs
+
+
+# --------------------------------------------------------------------------
+# The pipeline
+
+
+@dataclass
+class Outcome:
+    path: str
+    status: str  # indexed | linked | unchanged | failed | retry
+    content_hash: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Pending:
+    path: str
+    root: str | None
+    fb: images.FileBytes
+    analysis: Analysis | None = None
+    captions: list[str] = field(default_factory=list)
+    # Other paths with the same bytes seen in this run: linked once this one is done.
+    dups: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[Outcome], None]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        store: MilvusStore | None = None,
+        embedder: Embedder | None = None,
+        ocr_workers: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self._embedder = embedder
+        self._store = store
+        self._captioner: Captioner | None = None
+        self._captioner_error: str | None = None
+        self.ocr_pool = OcrPool(settings, ocr_workers)
+        self._lock = threading.RLock()
+
+    # Lazily loaded stages -------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                e = self.settings.embed
+                self._embedder = EMBED.create(e.backend, model=e.model, device=e.device, batch_size=e.batch_size)
+            return self._embedder
+
+    @property
+    def store(self) -> MilvusStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim)
+            return self._store
+
+    @property
+    def captioner(self) -> Captioner | None:
+        c = self.settings.caption
+        if not c.model or self._captioner_error:
+            return None
+        with self._lock:
+            if self._captioner is None:
+                try:
+                    self._captioner = CAPTION.create(
+                        c.backend,
+                        model=c.model,
+                        device=c.device,
+                        batch_size=c.batch_size,
+                        num_beams=c.num_beams,
+                        max_new_tokens=c.max_new_tokens,
+                        num_captions=c.num_captions,
+                        temperature=c.temperature,
+                    )
+                except BackendUnavailable as e:
+                    # Optional stage: index without captions; `reindex --stale` adds them later.
+                    self._captioner_error = str(e)
+                    log.error("captioner unavailable, indexing without captions: %s", e)
+                    return None
+            return self._captioner
+
+    def unload_models(self) -> None:
+        """Give model memory back (idle unload); stages reload on next use."""
+        with self._lock:
+            if self._captioner is not None and hasattr(self._captioner, "unload"):
+                self._captioner.unload()
+            self.ocr_pool.restart()
+
+    def versions(self, ocr_version: str, captioned: bool) -> dict[str, str]:
+        v = {"ocr": ocr_version, "embed": f"{self.embedder.name} {self.embedder.version}", "policy": self.settings.pipeline.policy}
+        if captioned and self._captioner is not None:
+            c = self.settings.caption
+            v["caption"] = (
+                f"{self._captioner.version} beams={c.num_beams} n={c.num_captions} "
+                f"t={c.temperature} max={c.max_new_tokens}"
+            )
+        return v
+
+    # Main entry -------------------------------------------------------------
+    def process(
+        self,
+        paths: Iterable[str | tuple[str, str | None]],
+        *,
+        progress: ProgressFn | None = None,
+        force: bool = False,
+    ) -> list[Outcome]:
+        """Index ``paths`` (optionally paired with their root). Never raises for one bad file."""
+        outcomes: list[Outcome] = []
+
+        def done(o: Outcome) -> None:
+            outcomes.append(o)
+            if progress:
+                progress(o)
+
+        batch: list[_Pending] = []
+        inflight: dict[cf.Future[Analysis], _Pending] = {}
+        max_inflight = max(4, self.ocr_pool.workers * 4)
+        batch_size = self.settings.pipeline.batch_size
+        policy = self.settings.pipeline.policy
+        need_ocr = policy != "caption"
+
+        def drain(block_until: int) -> None:
+            while len(inflight) > block_until:
+                finished, _ = cf.wait(list(inflight), return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    pend = inflight.pop(fut)
+                    try:
+                        pend.analysis = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        self.ocr_pool.restart()
+                        self._fail_content(pend, "OCR worker crashed on this image", retryable=True)
+                        done(Outcome(pend.path, "retry", pend.fb.digest, "OCR worker crashed"))
+                        continue
+                    except Exception as e:  # an engine bug must not stop the run
+                        log.exception("OCR failed", extra={"file": pend.path})
+                        self._fail_content(pend, f"OCR error: {e}", retryable=True)
+                        done(Outcome(pend.path, "retry", pend.fb.digest, str(e)))
+                        continue
+                    if pend.analysis.error:
+                        self._fail_content(pend, pend.analysis.error, retryable=False)
+                        done(Outcome(pend.path, "failed", pend.fb.digest, pend.analysis.error))
+                        continue
+                    batch.append(pend)
+                    if len(batch) >= batch_size:
+                        self._finish(batch, done)
+                        batch.clear()
+
+        seen_digests: dict[str, _Pending] = {}
+        for item in paths:
+            path, root = item if isinstance(item, tuple) else (item, None)
+            o, fb = self._prepare(path, root, force)
+            if o is not None:
+                done(o)
+                continue
+            assert fb is not None
+            pend = _Pending(path, root, fb)
+            if fb.digest in seen_digests:
+                # The same bytes twice in one run: link after the first is done.
+                seen_digests[fb.digest].dups.append(path)
+                continue
+            seen_digests[fb.digest] = pend
+            inflight[self.ocr_pool.submit(fb.digest, fb.data, need_ocr)] = pend
+            drain(max_inflight)
+        drain(0)
+        if batch:
+            self._finish(batch, done)
+        return outcomes
+
+    def _prepare(self, path: str, root: str | None, force: bool) -> tuple[Outcome | None, images.FileBytes | None]:
+        """Stat and hash; link known content. Returns an outcome if nothing more is needed."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.remove_paths([path])
+            return Outcome(path, "failed", None, "file vanished"), None
+        except OSError as e:
+            msg = "symlink loop" if e.errno == 40 else (e.strerror or str(e))
+            self._path_error(path, root, msg)
+            return Outcome(path, "failed", None, msg), None
+        with self.db.session() as s:
+            entry = s.get(PathEntry, path)
+            if (
+                not force
+                and entry is not None
+                and entry.content_hash is not None
+                and entry.error is None
+                and (entry.size, entry.mtime_ns, entry.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
+            ):
+                content = s.get(Content, entry.content_hash)
+                if content is not None and (content.status == "done" or (content.status == "failed" and not content.retryable)):
+                    return Outcome(path, "unchanged", entry.content_hash, content.error), None
+        try:
+            fb = images.read_file(path)
+        except PermanentError as e:
+            self._path_error(path, root, str(e))
+            return Outcome(path, "failed", None, str(e)), None
+        except RetryableError as e:
+            if "vanished" in str(e):
+                self.remove_paths([path])
+            else:
+                self._path_error(path, root, str(e))
+            return Outcome(path, "retry", None, str(e)), None
+        with self.db.session() as s:
+            content = s.get(Content, fb.digest)
+            if content is not None and not force:
+                if content.status == "done" or (content.status == "failed" and not content.retryable):
+                    self._link(s, path, root, fb)
+                    status = "linked" if content.status == "done" else "failed"
+                    return Outcome(path, status, fb.digest, content.error), None
+        return None, fb
+
+    def _link(self, s: Any, path: str, root: str | None, fb: images.FileBytes) -> None:
+        entry = s.get(PathEntry, path)
+        old_hash = entry.content_hash if entry else None
+        if entry is None:
+            entry = PathEntry(path=path)
+            s.add(entry)
+        entry.content_hash = fb.digest
+        entry.root = root if root is not None else entry.root
+        entry.size, entry.mtime_ns, entry.inode = fb.size, fb.mtime_ns, fb.inode
+        entry.error = None
+        entry.attempts = 0
+        entry.seen_at = time.time()
+        s.flush()
+        if old_hash and old_hash != fb.digest:
+            self._drop_orphans(s, [old_hash])
+
+    def _path_error(self, path: str, root: str | None, msg: str) -> None:
+        log.warning("%s", msg, extra={"file": path})
+        with self.db.session() as s:
+            entry = s.get(PathEntry, path)
+            if entry is None:
+                entry = PathEntry(path=path, root=root)
+                s.add(entry)
+            entry.error = msg
+            entry.attempts += 1
+            entry.seen_at = time.time()
+
+    def _fail_content(self, pend: _Pending, msg: str, *, retryable: bool) -> None:
+        log.warning("%s", msg, extra={"file": pend.path})
+        with self.db.session() as s:
+            content = s.get(Content, pend.fb.digest)
+            if content is None:
+                content = Content(hash=pend.fb.digest)
+                s.add(content)
+            content.status = "pending" if retryable else "failed"
+            content.error = msg
+            content.retryable = retryable
+            content.attempts = (content.attempts or 0) + 1
+            content.updated_at = time.time()
+            if retryable and content.attempts >= self.settings.pipeline.max_attempts:
+                content.status = "failed"
+            s.flush()
+            self._link(s, pend.path, pend.root, pend.fb)
+            for dup in pend.dups:
+                self._link(s, dup, pend.root, pend.fb)
+
+    # Batch finish: caption, embed, upsert, record --------------------------------
+    def _finish(self, batch: list[_Pending], done: ProgressFn) -> None:
+        policy = self.settings.pipeline.policy
+        min_chars = self.settings.pipeline.min_text_chars
+        captioner = self.captioner if policy != "ocr" else None
+        to_caption: list[_Pending] = []
+        for p in batch:
+            assert p.analysis is not None
+            n_chars = sum(len(ln.text) for ln in p.analysis.lines)
+            if captioner is not None and (policy in ("caption", "both") or n_chars < min_chars):
+                to_caption.append(p)
+        if to_caption and captioner is not None:
+            self._caption(to_caption, captioner)
+
+        all_segments: list[list[Segment]] = []
+        texts: list[str] = []
+        for p in batch:
+            assert p.analysis is not None
+            segs = build_segments(p.analysis.lines, p.captions)
+            all_segments.append(segs)
+            texts.extend(s.text for s in segs)
+        try:
+            vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+            items = []
+            offset = 0
+            for p, segs in zip(batch, all_segments, strict=True):
+                items.append((p.fb.digest, segs, vectors[offset : offset + len(segs)]))
+                offset += len(segs)
+            self.store.upsert_many(items)
+        except StoreUnavailable as e:
+            for p in batch:
+                self._fail_content(p, str(e), retryable=True)
+                done(Outcome(p.path, "retry", p.fb.digest, str(e)))
+            return
+        with self.db.session() as s:
+            for p, segs in zip(batch, all_segments, strict=True):
+                assert p.analysis is not None
+                a = p.analysis
+                caps = p.captions
+                content = s.get(Content, p.fb.digest) or Content(hash=p.fb.digest)
+                s.add(content)
+                content.status = "done"
+                content.error = None
+                content.retryable = False
+                content.attempts = (content.attempts or 0) + 1
+                content.text = "\n".join(ln.text for ln in a.lines)
+                content.lines_json = json.dumps([ln.to_json() for ln in a.lines], ensure_ascii=False)
+                content.captions_json = json.dumps(caps, ensure_ascii=False)
+                content.source = "+".join(x for x, on in (("ocr", bool(a.lines)), ("caption", bool(caps))) if on) or "none"
+                content.width, content.height = a.width, a.height
+                content.versions_json = json.dumps(self.versions(a.ocr_version, p in to_caption))
+                content.updated_at = time.time()
+                s.flush()
+                self._link(s, p.path, p.root, p.fb)
+                for dup in p.dups:
+                    self._link(s, dup, p.root, p.fb)
+        for p in batch:
+            done(Outcome(p.path, "indexed", p.fb.digest))
+            for dup in p.dups:
+                done(Outcome(dup, "linked", p.fb.digest))
+
+    def _caption(self, pends: list[_Pending], captioner: Captioner) -> None:
+        ims = []
+        ok = []
+        for p in pends:
+            try:
+                ims.append(images.decode(p.fb.data, max_megapixels=self.settings.image.max_megapixels))
+                ok.append(p)
+            except PermanentError:
+                continue
+        try:
+            caps = captioner.caption(ims)
+        except Exception as e:
+            log.error("captioning a batch of %d failed: %s", len(ims), e)
+            return
+        for p, c in zip(ok, caps, strict=True):
+            p.captions = list(c) + p.captions
+
+    # Removal and moves ---------------------------------------------------------
+    def _drop_orphans(self, s: Any, hashes: Iterable[str]) -> list[str]:
+        """Delete content rows (and their vectors) no path points at any more."""
+        gone = []
+        for h in set(hashes):
+            still = s.scalar(select(PathEntry.path).where(PathEntry.content_hash == h).limit(1))
+            if still is None:
+                gone.append(h)
+        if gone:
+            self.store.delete(gone)
+            s.execute(delete(Content).where(Content.hash.in_(gone)))
+        return gone
+
+    def remove_paths(self, paths: Sequence[str]) -> int:
+        """Forget paths; vectors go with the last path of a content."""
+        if not paths:
+            return 0
+        with self.db.session() as s:
+            hashes = [h for h in s.scalars(select(PathEntry.content_hash).where(PathEntry.path.in_(paths))) if h]
+            n = s.execute(delete(PathEntry).where(PathEntry.path.in_(paths))).rowcount  # type: ignore[attr-defined]
+            self._drop_orphans(s, hashes)
+        return int(n or 0)
+
+    def remove_tree(self, directory: str) -> int:
+        lo, hi = path_prefix_range(directory)
+        with self.db.session() as s:
+            paths = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+        return self.remove_paths(paths)
+
+    def move(self, src: str, dst: str, root: str | None = None) -> bool:
+        """Record a rename without re-reading content. False if ``src`` was unknown."""
+        try:
+            st = os.stat(dst)
+        except OSError:
+            return False
+        with self.db.session() as s:
+            entry = s.get(PathEntry, src)
+            if entry is None or entry.content_hash is None:
+                return False
+            if (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                return False  # changed on the way: let the caller re-index dst
+            h = entry.content_hash
+            s.delete(entry)
+            s.flush()
+            existing = s.get(PathEntry, dst)
+            old = existing.content_hash if existing else None
+            if existing is None:
+                existing = PathEntry(path=dst)
+                s.add(existing)
+            existing.content_hash = h
+            existing.root = root or entry.root
+            existing.size, existing.mtime_ns, existing.inode = st.st_size, st.st_mtime_ns, st.st_ino
+            existing.error = None
+            existing.seen_at = time.time()
+            s.flush()
+            if old and old != h:
+                self._drop_orphans(s, [old])
+        return True
+
+    def move_tree(self, src_dir: str, dst_dir: str) -> int:
+        lo, hi = path_prefix_range(src_dir)
+        with self.db.session() as s:
+            paths = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+        n = 0
+        for p in paths:
+            if self.move(p, dst_dir.rstrip("/") + p[len(src_dir.rstrip("/")) :]):
+                n += 1
+        return n
+
+    def retry_pending_contents(self) -> list[str]:
+        """Paths whose content is waiting for a retry (e.g. Milvus was down)."""
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(PathEntry.path).join(Content, Content.hash == PathEntry.content_hash).where(Content.status == "pending")
+            )
+            return list(rows)
+
+    def reset_failed(self) -> None:
+        with self.db.session() as s:
+            s.execute(update(Content).where(Content.status == "failed").values(status="pending", attempts=0))
+
+    def close(self) -> None:
+        self.ocr_pool.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,257 @@
+"""One validated Settings object.
+
+Precedence, highest first: CLI flags (passed as keyword overrides), ``PIXGREP_*``
+environment variables (``__`` separates nested keys, e.g.
+``PIXGREP_MILVUS__URI``), the TOML file, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes (sysexits.h names, so systemd units can key on them)."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 64
+    UNAVAILABLE = 69  # Milvus or the daemon is unreachable
+    SOFTWARE = 70  # an internal thread died
+    CONFIG = 78  # bad configuration: restarting will not help
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is one line meant for the user."""
+
+    exit_code = ExitCode.CONFIG
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "pixgrep" / "config.toml"
+
+
+def default_home() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "pixgrep"
+
+
+def default_runtime_dir() -> Path:
+    value = os.environ.get("XDG_RUNTIME_DIR")
+    if value:
+        return Path(value) / "pixgrep"
+    return Path(f"/tmp/pixgrep-{os.getuid()}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class ImageSettings(_Section):
+    # Decoded pixels above this are refused (decompression bombs); JPEGs are
+    # first decoded at a reduced scale, which usually brings them under it.
+    max_megapixels: float = Field(default=64.0, gt=0)
+    extensions: list[str] = [".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"]
+
+
+class OcrSettings(_Section):
+    engine: str = "rapidocr"
+    # Tesseract language string; rapidocr's PP-OCRv6 reads zh-Hans, zh-Hant and en at once.
+    languages: str = "chi_sim+chi_tra+eng"
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # RapidOCR detector input: images whose short side is below this are upscaled to it.
+    # 480 keeps small memes cheap; large screenshots are detected at full size.
+    det_limit_side_len: int = Field(default=480, ge=32)
+    # OCR worker processes; 0 means one per CPU core.
+    workers: int = Field(default=0, ge=0)
+
+
+class EmbedSettings(_Section):
+    backend: str = "use-multilingual"
+    # Model id or local path for the torch backends; ignored by use-multilingual.
+    model: str = ""
+    device: Device = "auto"
+    batch_size: int = Field(default=64, ge=1)
+
+
+class CaptionSettings(_Section):
+    # Empty: no captioner. Otherwise a hub id or a local path of an image-to-text model.
+    model: str = ""
+    backend: str = "transformers"
+    device: Device = "auto"
+    batch_size: int = Field(default=8, ge=1)
+    num_beams: int = Field(default=3, ge=1)
+    max_new_tokens: int = Field(default=24, ge=1)
+    # >1 samples that many captions per image with the temperature below.
+    num_captions: int = Field(default=1, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+
+
+class PipelineSettings(_Section):
+    # auto: OCR, then caption when OCR found fewer than min_text_chars characters
+    # (only if a captioner is configured).
+    policy: Literal["auto", "ocr", "caption", "both"] = "auto"
+    min_text_chars: int = Field(default=4, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+
+
+class MilvusSettings(_Section):
+    # Empty: embedded Milvus Lite at $PIXGREP_HOME/milvus.db. Else e.g. http://host:19530.
+    uri: str = ""
+    token: str = ""
+    collection: str = "pixgrep"
+    # Flush after this many upserted rows (Milvus Lite searches far faster after a flush).
+    flush_rows: int = Field(default=2000, ge=1)
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class SearchSettings(_Section):
+    mode: Literal["hybrid", "semantic", "keyword"] = "hybrid"
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    keyword_weight: float = Field(default=1.0, ge=0)
+    dense_weight: float = Field(default=1.0, ge=0)
+    limit: int = Field(default=10, ge=1, le=1000)
+
+
+class WatchFolder(_Section):
+    path: Path
+    # Poll instead of inotify (NFS, SMB and other network mounts).
+    polling: bool = False
+
+
+class WatchSettings(_Section):
+    folders: list[WatchFolder] = []
+    include: list[str] = []
+    exclude: list[str] = [".*", "*/.*", ".git", "@eaDir", "*.part", "*.crdownload", "*.tmp"]
+    # A file is processed once its size and mtime held still this long.
+    stable_seconds: float = Field(default=0.5, ge=0)
+    rescan_interval: float = Field(default=3600.0, ge=0)
+    poll_interval: float = Field(default=2.0, gt=0)
+
+
+class DaemonSettings(_Section):
+    socket: Path | None = None
+    idle_unload_seconds: float = Field(default=0.0, ge=0)
+    shutdown_timeout: float = Field(default=20.0, gt=0)
+    queue_size: int = Field(default=256, ge=1)
+
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_config_file", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PIXGREP_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(default_factory=default_home)
+    config_file: Path = Field(default_factory=default_config_path)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    image: ImageSettings = ImageSettings()
+    ocr: OcrSettings = OcrSettings()
+    embed: EmbedSettings = EmbedSettings()
+    caption: CaptionSettings = CaptionSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    milvus: MilvusSettings = MilvusSettings()
+    search: SearchSettings = SearchSettings()
+    watch: WatchSettings = WatchSettings()
+    daemon: DaemonSettings = DaemonSettings()
+
+    @field_validator("home", "config_file")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(v))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None and path.exists():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # Derived paths -------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "pixgrep.sqlite"
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.milvus.uri or str(self.home / "milvus.db")
+
+    @property
+    def milvus_is_lite(self) -> bool:
+        return not self.milvus.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+    @property
+    def socket_path(self) -> Path:
+        return self.daemon.socket or default_runtime_dir() / "api.sock"
+
+
+def _prune(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset CLI flags (None) so they don't shadow env or file values."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            nested = _prune(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from all sources, raising ConfigError with a one-line message."""
+    path = Path(os.path.expanduser(config)) if config else None
+    if path is None:
+        env_path = os.environ.get("PIXGREP_CONFIG_FILE")
+        path = Path(os.path.expanduser(env_path)) if env_path else default_config_path()
+        explicit = env_path is not None
+    else:
+        explicit = True
+    if explicit and not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    token = _config_file.set(path)
+    try:
+        kwargs = _prune(overrides)
+        kwargs.setdefault("config_file", path)
+        settings = Settings(**kwargs)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid setting {loc or '?'} in {path}/env/flags: {err['msg']}") from None
+    except (ValueError, OSError) as e:  # TOML syntax errors and unreadable files
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot read config {path}: {first}") from None
+    finally:
+        _config_file.reset(token)
+    return settings

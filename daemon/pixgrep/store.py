@@ -1,0 +1,314 @@
+"""The vector store: Milvus (embedded Milvus Lite or a server) via MilvusClient.
+
+One row per text segment of a content: the whole text, each OCR line, each
+caption. Rows carry the content hash, so upserts and deletes are keyed by it
+and search results are grouped by image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
+
+log = logging.getLogger("pixgrep.store")
+
+MAX_TEXT = 2000  # characters kept per row; OCR lines are far shorter
+MAX_KW = 12000
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: str  # full | line | caption
+    source: str  # ocr | caption
+    text: str
+    kw: str  # keyword tokens (textnorm.document_tokens)
+
+
+@dataclass(frozen=True)
+class Hit:
+    content_hash: str
+    kind: str
+    source: str
+    text: str
+    score: float
+
+
+class VectorStore(Protocol):
+    """Where segment vectors live. Upserts replace all rows of a content hash."""
+
+    def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
+        """Replace the rows of ``content_hash`` with ``segments`` (vectors row-aligned)."""
+        ...
+
+    def delete(self, hashes: Sequence[str]) -> None:
+        """Remove all rows of the given content hashes."""
+        ...
+
+    def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        """Nearest segments by cosine similarity, best first."""
+        ...
+
+    def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
+        """Best BM25 segments for space-separated query tokens, best first; scores > 0."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _wrap(e: Exception, what: str) -> StoreUnavailable:
+    return StoreUnavailable(f"Milvus {what} failed: {str(e).splitlines()[0][:300]}")
+
+
+class MilvusStore:
+    OUTPUT = ["content_hash", "kind", "source", "text"]
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        collection: str,
+        embed_name: str,
+        dim: int,
+        token: str = "",
+        timeout: float = 10.0,
+        flush_rows: int = 2000,
+    ) -> None:
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        self.collection = collection
+        self.embed_name = embed_name
+        self.dim = dim
+        self.timeout = timeout
+        self.flush_rows = flush_rows
+        self._unflushed = 0
+        self._lock = threading.RLock()
+        try:
+            self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
+        except Exception as e:
+            raise _wrap(e, f"connection to {uri}") from e
+        self._ensure_collection()
+
+    # Setup ---------------------------------------------------------------
+    def _ensure_collection(self) -> None:
+        try:
+            if self.client.has_collection(self.collection):
+                props = self.client.describe_collection(self.collection).get("properties", {})
+                have_model, have_dim = props.get("pixgrep.embed_model"), props.get("pixgrep.dim")
+                if have_model != self.embed_name or str(have_dim) != str(self.dim):
+                    raise EmbeddingMismatch(
+                        f"collection {self.collection!r} holds vectors of {have_model} (dim {have_dim}), "
+                        f"but the embedder is now {self.embed_name} (dim {self.dim}); "
+                        "run `pixgrep reindex --embeddings` to rebuild it, or change embed.backend back"
+                    )
+            else:
+                self._create()
+            # Milvus Lite needs a load after every open; a server needs it once.
+            self.client.load_collection(self.collection)
+        except EmbeddingMismatch:
+            raise
+        except Exception as e:
+            raise _wrap(e, "collection setup") from e
+
+    def _create(self) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        s = self.client.create_schema(auto_id=False)
+        s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=96)
+        s.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        s.add_field("kind", DataType.VARCHAR, max_length=16)
+        s.add_field("source", DataType.VARCHAR, max_length=16)
+        s.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT * 4)
+        s.add_field(
+            "kw",
+            DataType.VARCHAR,
+            max_length=MAX_KW * 4,
+            enable_analyzer=True,
+            # Tokens are pre-cut by textnorm (CJK bigrams), so the standard tokenizer only splits on spaces.
+            analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]},
+        )
+        s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        s.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
+        s.add_function(
+            Function(name="kw_bm25", function_type=FunctionType.BM25, input_field_names=["kw"], output_field_names=["sparse"])
+        )
+        ip = self.client.prepare_index_params()
+        if self.is_lite:
+            ip.add_index("dense", index_type="FLAT", metric_type="COSINE")
+        else:
+            ip.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        if not self.is_lite:
+            ip.add_index("content_hash", index_type="INVERTED")
+        self.client.create_collection(
+            self.collection,
+            schema=s,
+            index_params=ip,
+            consistency_level="Strong",
+            properties={"pixgrep.embed_model": self.embed_name, "pixgrep.dim": str(self.dim)},
+        )
+        log.info("created collection %s for %s (dim %d) at %s", self.collection, self.embed_name, self.dim, self.uri)
+
+    def drop(self) -> None:
+        with self._lock:
+            try:
+                if self.client.has_collection(self.collection):
+                    self.client.drop_collection(self.collection)
+                self._create()
+                self.client.load_collection(self.collection)
+            except Exception as e:
+                raise _wrap(e, "drop") from e
+
+    # Writes --------------------------------------------------------------
+    def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
+        self.upsert_many([(content_hash, segments, vectors)])
+
+    def upsert_many(self, items: Sequence[tuple[str, Sequence[Segment], np.ndarray]]) -> None:
+        rows: list[dict[str, Any]] = []
+        for content_hash, segments, vectors in items:
+            for i, (seg, vec) in enumerate(zip(segments, vectors, strict=True)):
+                rows.append(
+                    {
+                        "id": f"{content_hash}:{i}",
+                        "content_hash": content_hash,
+                        "kind": seg.kind,
+                        "source": seg.source,
+                        "text": seg.text[:MAX_TEXT],
+                        # A row needs at least one token for BM25; "∅" never matches a query token.
+                        "kw": seg.kw[:MAX_KW] or "∅",
+                        "dense": np.asarray(vec, dtype=np.float32).tolist(),
+                    }
+                )
+        hashes = [h for h, _, _ in items]
+        with self._lock:
+            try:
+                # Delete first: a content may now have fewer segments than before.
+                self._delete_locked(hashes)
+                if rows:
+                    self.client.insert(self.collection, rows, timeout=self.timeout)
+                self._unflushed += len(rows)
+                if self._unflushed >= self.flush_rows:
+                    self._flush_locked()
+            except Exception as e:
+                raise _wrap(e, "upsert") from e
+
+    def _delete_locked(self, hashes: Sequence[str]) -> None:
+        for i in range(0, len(hashes), 200):
+            chunk = hashes[i : i + 200]
+            quoted = ", ".join(f'"{h}"' for h in chunk if h.isalnum())
+            if quoted:
+                self.client.delete(self.collection, filter=f"content_hash in [{quoted}]", timeout=self.timeout)
+
+    def delete(self, hashes: Sequence[str]) -> None:
+        if not hashes:
+            return
+        with self._lock:
+            try:
+                self._delete_locked(hashes)
+                self._unflushed += len(hashes)
+            except Exception as e:
+                raise _wrap(e, "delete") from e
+
+    def _flush_locked(self) -> None:
+        self.client.flush(self.collection, timeout=self.timeout)
+        self._unflushed = 0
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._unflushed:
+                try:
+                    self._flush_locked()
+                except Exception as e:
+                    raise _wrap(e, "flush") from e
+
+    # Reads ---------------------------------------------------------------
+    def _hits(self, res: Any, absolute: bool) -> list[Hit]:
+        out = []
+        for r in res[0] if res else []:
+            ent = r.get("entity", {})
+            score = float(r["distance"])
+            out.append(
+                Hit(
+                    content_hash=ent["content_hash"],
+                    kind=ent.get("kind", ""),
+                    source=ent.get("source", ""),
+                    text=ent.get("text", ""),
+                    score=abs(score) if absolute else score,
+                )
+            )
+        return out
+
+    def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        with self._lock:
+            try:
+                res = self.client.search(
+                    self.collection,
+                    data=[np.asarray(vector, dtype=np.float32).tolist()],
+                    anns_field="dense",
+                    limit=limit,
+                    output_fields=self.OUTPUT,
+                    search_params={"metric_type": "COSINE"},
+                    timeout=self.timeout,
+                )
+            except Exception as e:
+                raise _wrap(e, "search") from e
+        return self._hits(res, absolute=False)
+
+    def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
+        if not tokens.strip():
+            return []
+        with self._lock:
+            try:
+                res = self.client.search(
+                    self.collection,
+                    data=[tokens],
+                    anns_field="sparse",
+                    limit=limit,
+                    output_fields=self.OUTPUT,
+                    search_params={"metric_type": "BM25"},
+                    timeout=self.timeout,
+                )
+            except Exception as e:
+                raise _wrap(e, "keyword search") from e
+        # Milvus Lite returns BM25 scores negated (best = most negative); BM25 itself is >= 0.
+        hits = self._hits(res, absolute=True)
+        return [h for h in hits if h.score > 0]
+
+    def count(self) -> int:
+        with self._lock:
+            try:
+                res = self.client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
+                return int(res[0]["count(*)"])
+            except Exception as e:
+                raise _wrap(e, "count") from e
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.flush()
+            finally:
+                self.client.close()
+
+
+def open_store(settings: Any, *, embed_name: str, dim: int) -> MilvusStore:
+    return MilvusStore(
+        settings.milvus_uri,
+        collection=settings.milvus.collection,
+        embed_name=embed_name,
+        dim=dim,
+        token=settings.milvus.token,
+        timeout=settings.milvus.timeout,
+        flush_rows=settings.milvus.flush_rows,
+    )

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus" / "memes"
+
+# Threads that libraries start once per process and keep by design: Milvus Lite's
+# in-process gRPC server (its serve loop and worker pool) and gRPC's pollers.
+_ALLOWED_PREFIXES = ("ThreadPoolExecutor-", "grpc", "asyncio_", "QueueFeederThread")
+_ALLOWED_SUFFIXES = ("(_serve)",)
+
+
+def _interesting(t: threading.Thread) -> bool:
+    return t.is_alive() and not t.name.startswith(_ALLOWED_PREFIXES) and not t.name.endswith(_ALLOWED_SUFFIXES)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves threads of its own running (daemon threads too)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and _interesting(t)]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated PIXGREP_HOME, config and runtime dir for one test."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("PIXGREP_HOME", str(h))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    for var in list(os.environ):
+        if var.startswith("PIXGREP_") and var != "PIXGREP_HOME":
+            monkeypatch.delenv(var)
+    return h
+
+
+def corpus_files(n: int, *, stride: int = 1, offset: int = 0) -> list[Path]:
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    files = sorted(p for p in CORPUS.rglob("*.jpg"))
+    return files[offset::stride][:n]
+
+
+def copy_corpus(dest: Path, files: list[Path]) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        target = dest / f"{f.parent.name}__{f.name}"
+        shutil.copyfile(f, target)
+        out.append(target)
+    return out
