@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus" / "memes"
 
 # Threads that libraries start once per process and keep by design: Milvus Lite's
-# in-process gRPC server (its serve loop and worker pool) and gRPC's pollers.
-_ALLOWED_PREFIXES = ("ThreadPoolExecutor-", "grpc", "asyncio_", "QueueFeederThread")
+# in-process gRPC server (its serve loop, worker pool and per-collection
+# segment threads, which outlive client.close()) and gRPC's pollers.
+_ALLOWED_PREFIXES = ("ThreadPoolExecutor-", "grpc", "asyncio_", "QueueFeederThread", "milvus_lite-")
 _ALLOWED_SUFFIXES = ("(_serve)",)
 
 

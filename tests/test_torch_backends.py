@@ -11,6 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+# tqdm's monitor thread, started by the first model-loading progress bar, lives
+# for the whole process and would trip conftest's thread-leak check.
+tqdm_std = pytest.importorskip("tqdm.std")
+tqdm_std.tqdm.monitor_interval = 0
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_models  # noqa: E402
 from pixgrep import stages  # noqa: E402
@@ -222,12 +227,16 @@ def silent_endpoint():  # type: ignore[no-untyped-def]
 
 
 def _no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str, offline: bool) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     if offline:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads its environment once, at import.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.mark.parametrize("offline", [False, True], ids=["hub-unreachable", "hf-hub-offline"])

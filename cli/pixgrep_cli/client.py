@@ -40,7 +40,13 @@ class DaemonClient:
     def request(self, method: str, url: str, **kw: Any) -> Any:
         try:
             r = self._client.request(method, url, **kw)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, FileNotFoundError, ConnectionError) as e:
+        except (
+            httpx.ConnectError,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            FileNotFoundError,
+            ConnectionError,
+        ) as e:
             raise DaemonUnavailable(str(e)) from e
         except httpx.TimeoutException as e:
             raise DaemonError(f"the daemon did not answer in time ({e})") from e

@@ -9,13 +9,29 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from pixgrep.settings import ExitCode, Settings
+
 from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable
 
 
 def _err(msg: str) -> None:
     click.echo(f"pixgrep: {msg}", err=True)
+
+
+def _out(line: str) -> None:
+    """Print a line; file names that aren't UTF-8 come out as their original bytes, like ls does."""
+    sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
+    sys.stdout.flush()
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A non-UTF-8 file name: \udcXX escapes keep the JSON valid and the bytes recoverable (os.fsencode).
+        text = json.dumps(obj)
+    return text
 
 
 def _local_index(settings: Settings, **kw: Any) -> Any:
@@ -31,16 +47,17 @@ def _local_index(settings: Settings, **kw: Any) -> Any:
 
 
 def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
-    from tqdm import tqdm
-
     from pixgrep.app import index_paths
     from pixgrep.errors import EmbeddingMismatch, PixgrepError
     from pixgrep.stages import BackendUnavailable
+    from tqdm import tqdm
 
     client = DaemonClient.connect(settings.socket_path)
     if client is not None:
         try:
-            res = client.request("POST", "/v1/index", json={"paths": [os.path.abspath(p) for p in paths], "force": force})
+            res = client.request(
+                "POST", "/v1/index", json={"paths": [os.path.abspath(p) for p in paths], "force": force}
+            )
             click.echo(f"queued {res.get('queued', 0)} files with the running daemon; `pixgrep status` shows progress")
             return 0
         except DaemonError as e:
@@ -57,8 +74,11 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
                 bar.total = n
                 bar.refresh()
 
+            def on_outcome(_o: object) -> None:
+                bar.update(1)
+
             try:
-                report = index_paths(index, paths, force=force, on_total=on_total, on_outcome=lambda o: bar.update(1))
+                report = index_paths(index, paths, force=force, on_total=on_total, on_outcome=on_outcome)
             finally:
                 bar.close()
     except (BackendUnavailable, EmbeddingMismatch, PixgrepError) as e:
@@ -127,7 +147,7 @@ def run_search(
                 return int(ExitCode.UNAVAILABLE)
     if as_json:
         for r in results:
-            click.echo(json.dumps({k: r[k] for k in ("path", "score", "source", "text")}, ensure_ascii=False))
+            _out(_json_line({k: r[k] for k in ("path", "score", "source", "text")}))
     else:
         color = sys.stdout.isatty()
         if not results:
@@ -135,7 +155,7 @@ def run_search(
         for r in results:
             path = click.style(r["path"], fg="magenta") if color else r["path"]
             snippet = _highlight(r.get("snippet", ""), r.get("spans", []), color)
-            click.echo(f"{path}\t{r['score']:.4f}\t{r['source']}\t{snippet}")
+            _out(f"{path}\t{r['score']:.4f}\t{r['source']}\t{snippet}")
     if montage and results:
         from pixgrep.montage import montage as make_montage
 
@@ -175,7 +195,9 @@ def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
         click.echo(json.dumps(info, ensure_ascii=False, indent=2))
         return 0
     d = info.get("daemon", {})
-    click.echo(f"daemon:   {'running' if d.get('running') else 'not running'}" + (f" (pid {d['pid']})" if d.get("pid") else ""))
+    click.echo(
+        f"daemon:   {'running' if d.get('running') else 'not running'}" + (f" (pid {d['pid']})" if d.get("pid") else "")
+    )
     click.echo(f"home:     {info.get('home')}")
     for key in ("watched", "roots"):
         for p in info.get(key) or []:
@@ -192,4 +214,51 @@ def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
     if failed:
         for f in info.get("failures", []):
             click.echo(f"  {f['path']}: {f['error']} (attempts {f['attempts']})")
+    return 0
+
+
+def run_models(settings: Settings, *, as_json: bool) -> int:
+    from pixgrep.models import describe
+
+    infos = describe(settings)
+    if as_json:
+        click.echo(json.dumps([i.to_json() for i in infos], ensure_ascii=False, indent=2))
+        return 0
+    for i in infos:
+        size = f"{i.size_bytes / 2**20:.0f} MiB" if i.size_bytes else "-"
+        state = "offline ok" if i.offline else "NOT available offline"
+        click.echo(
+            f"{i.stage:8} {i.backend:22} {i.model}\n         {state}, {size}, {i.location}"
+            + (f" ({i.note})" if i.note else "")
+        )
+    return 0 if all(i.offline for i in infos) else 1
+
+
+def run_reindex(settings: Settings, *, stale: bool, embeddings: bool, everything: bool) -> int:
+    from pixgrep.app import reindex
+    from pixgrep.errors import PixgrepError
+    from pixgrep.stages import BackendUnavailable
+
+    client = DaemonClient.connect(settings.socket_path)
+    if client is not None:
+        try:
+            res = client.request(
+                "POST", "/v1/reindex", json={"stale": stale, "embeddings": embeddings, "all": everything}, timeout=None
+            )
+            click.echo(json.dumps(res, ensure_ascii=False))
+            return 0
+        except DaemonError as e:
+            _err(str(e))
+            return int(ExitCode.FAILURE)
+        finally:
+            client.close()
+    from pixgrep.app import Index
+
+    try:
+        with Index(settings) as index:
+            r = reindex(index, stale=stale, embeddings=embeddings, everything=everything)
+    except (BackendUnavailable, PixgrepError) as e:
+        _err(str(e))
+        return int(ExitCode.UNAVAILABLE)
+    click.echo(f"re-ran OCR on {r.ocr}, captions on {r.caption}, embeddings on {r.embed} images; {r.failed} failed")
     return 0

@@ -8,8 +8,10 @@ import sys
 from typing import Any
 
 import click
-
 from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
+
+from pixgrep_cli.daemon_cmds import COMMANDS as DAEMON_COMMANDS
+from pixgrep_cli.service_cmds import service
 
 
 def _die(msg: str, code: ExitCode) -> None:
@@ -52,7 +54,9 @@ def main(ctx: click.Context, config: str | None, home: str | None, verbose: int)
 @click.option("--workers", type=int, default=None, help="OCR processes (default: one per core).")
 @click.option("--ocr", "ocr_engine", default=None, help="OCR backend: rapidocr or tesseract.")
 @click.pass_context
-def index_cmd(ctx: click.Context, paths: tuple[str, ...], force: bool, workers: int | None, ocr_engine: str | None) -> None:
+def index_cmd(
+    ctx: click.Context, paths: tuple[str, ...], force: bool, workers: int | None, ocr_engine: str | None
+) -> None:
     """Index image files and folders (incremental)."""
     from pixgrep_cli import commands
 
@@ -67,7 +71,9 @@ def index_cmd(ctx: click.Context, paths: tuple[str, ...], force: bool, workers: 
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text.")
 @click.option("--in", "in_dir", type=click.Path(file_okay=False), default=None, help="Only results under DIR.")
 @click.option("--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default=None)
-@click.option("--montage", type=click.Path(dir_okay=False), default=None, help="Write a grid of the hits to this image.")
+@click.option(
+    "--montage", type=click.Path(dir_okay=False), default=None, help="Write a grid of the hits to this image."
+)
 @click.pass_context
 def search_cmd(
     ctx: click.Context,
@@ -103,12 +109,43 @@ def status_cmd(ctx: click.Context, failed: bool, as_json: bool) -> None:
     sys.exit(commands.run_status(s, failed=failed, as_json=as_json))
 
 
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the configured models: source, size, offline availability."""
+    from pixgrep_cli import commands
+
+    sys.exit(commands.run_models(_settings(ctx), as_json=as_json))
+
+
+@main.command("reindex")
+@click.option("--stale", is_flag=True, help="Only re-run the stages whose model or settings changed.")
+@click.option("--embeddings", is_flag=True, help="Rebuild the vector collection with the current embedder (no OCR).")
+@click.option("--all", "everything", is_flag=True, help="Re-run every stage for every image.")
+@click.pass_context
+def reindex_cmd(ctx: click.Context, stale: bool, embeddings: bool, everything: bool) -> None:
+    """Re-run pipeline stages over what is already indexed."""
+    from pixgrep_cli import commands
+
+    if sum((stale, embeddings, everything)) != 1:
+        raise click.UsageError("choose one of --stale, --embeddings, --all")
+    s = _settings(ctx)
+    _setup_logging(s, ctx.obj["verbose"])
+    sys.exit(commands.run_reindex(s, stale=stale, embeddings=embeddings, everything=everything))
+
+
 @main.command("config")
 @click.pass_context
 def config_cmd(ctx: click.Context) -> None:
     """Print the effective settings as JSON."""
     s = _settings(ctx)
     click.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, ensure_ascii=False))
+
+
+main.add_command(service)
+for _cmd in DAEMON_COMMANDS:
+    main.add_command(_cmd)
 
 
 def run() -> None:
@@ -123,4 +160,3 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
-

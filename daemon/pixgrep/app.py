@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -31,7 +30,9 @@ class Index:
         self.db = Database(settings.db_path)
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers)
 
-    def search(self, query: str, *, mode: str | None = None, limit: int | None = None, in_dir: str | None = None) -> list[Result]:
+    def search(
+        self, query: str, *, mode: str | None = None, limit: int | None = None, in_dir: str | None = None
+    ) -> list[Result]:
         p = self.pipeline
         use_dense = (mode or self.settings.search.mode) != "keyword"
         return _search(
@@ -115,6 +116,7 @@ def index_paths(
         if on_outcome:
             on_outcome(o)
 
+    index.pipeline.purge_orphans()
     index.pipeline.process(jobs, progress=progress, force=force)
     # Forget what vanished from the folders just walked.
     for root in roots:
@@ -144,13 +146,51 @@ def status(db: Database, settings: Settings, *, failed: bool = False, limit: int
                 .limit(limit)
             ).all()
             out["failures"] = [
-                {"path": p, "error": pe or ce or "pending", "attempts": max(pa or 0, ca or 0)} for p, pe, ce, pa, ca in rows
+                {"path": p, "error": pe or ce or "pending", "attempts": max(pa or 0, ca or 0)}
+                for p, pe, ce, pa, ca in rows
             ]
     return out
 
 
-def results_json(results: Sequence[Result]) -> str:
-    return "\n".join(
-        json.dumps({"path": r.path, "score": r.score, "source": r.source, "text": r.text}, ensure_ascii=False)
-        for r in results
-    )
+@dataclass
+class ReindexReport:
+    ocr: int = 0
+    caption: int = 0
+    embed: int = 0
+    failed: int = 0
+
+
+def reindex(index: Index, *, stale: bool = False, embeddings: bool = False, everything: bool = False) -> ReindexReport:
+    """Re-run stages: all of them (``everything``), only what changed (``stale``), or
+    only the embeddings into a rebuilt collection (``embeddings``; no OCR)."""
+    p = index.pipeline
+    report = ReindexReport()
+    with index.db.session() as s:
+        contents = list(s.scalars(select(Content).where(Content.status == "done")))
+    if embeddings:
+        p.rebuild_store()
+        report.embed = p.refresh([c.hash for c in contents], recaption=False)
+        return report
+    need_ocr: list[str] = []
+    need_caption: list[str] = []
+    need_embed: list[str] = []
+    for c in contents:
+        stages = {"ocr", "caption", "embed"} if everything else p.stale_stages(c)
+        if "ocr" in stages:
+            need_ocr.append(c.hash)
+        elif "caption" in stages:
+            need_caption.append(c.hash)
+        elif "embed" in stages:
+            need_embed.append(c.hash)
+    if need_ocr:
+        with index.db.session() as s:
+            paths = list(s.scalars(select(PathEntry.path).where(PathEntry.content_hash.in_(need_ocr))))
+        outs = p.process(paths, force=True)
+        report.ocr = sum(o.status == "indexed" for o in outs)
+        report.failed += sum(o.status in ("failed", "retry") for o in outs)
+    if need_caption:
+        report.caption = p.refresh(need_caption, recaption=True)
+    if need_embed:
+        report.embed = p.refresh(need_embed, recaption=False)
+    p.store.flush()
+    return report

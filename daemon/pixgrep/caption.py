@@ -98,12 +98,16 @@ class TransformersCaptioner:
 
     def _load_unchecked(self) -> None:
         import torch
+        import transformers
         from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
 
         config = AutoConfig.from_pretrained(self._source)
         cls = self._model_class(config)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
-        model = cls.from_pretrained(self._source, dtype=dtype)
+        # transformers < 4.56 only knows the older keyword.
+        version = tuple(int(x) for x in transformers.__version__.split(".")[:2] if x.isdigit())
+        dtype_key = "dtype" if version >= (4, 56) else "torch_dtype"
+        model = cls.from_pretrained(self._source, **{dtype_key: dtype})
         model.to(self.device).eval()
         if config.model_type == "vision-encoder-decoder":
             image_processor = AutoImageProcessor.from_pretrained(self._source)

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class FsPath(TypeDecorator[str]):
@@ -120,7 +120,9 @@ class QueueItem(Base):
     __tablename__ = "queue"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
-    op: Mapped[str] = mapped_column(String(16), default="upsert")  # upsert | delete
+    op: Mapped[str] = mapped_column(String(16), default="upsert")  # upsert | force | delete | move
+    # The old path of a move (path is the new one).
+    src: Mapped[str | None] = mapped_column(FsPath)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     not_before: Mapped[float] = mapped_column(default=0.0)
@@ -135,15 +137,21 @@ def _upgrade_1_to_2(conn: Any) -> None:
     conn.execute(text("ALTER TABLE contents ADD COLUMN captions_json TEXT NOT NULL DEFAULT '[]'"))
 
 
+def _upgrade_2_to_3(conn: Any) -> None:
+    conn.execute(text("ALTER TABLE queue ADD COLUMN src BLOB"))
+
+
 # version -> function that upgrades a database from that version to the next
-UPGRADES = {1: _upgrade_1_to_2}
+UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 class Database:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+        self.engine: Engine = create_engine(
+            f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False}
+        )
 
         @event.listens_for(self.engine, "connect")
         def _pragmas(dbapi_conn: Any, _rec: Any) -> None:

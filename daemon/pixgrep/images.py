@@ -13,6 +13,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pixgrep.errors import PermanentError, RetryableError
 
+# decode() checks the pixel count against image.max_megapixels from the header,
+# before any pixel is decoded, and may first shrink a JPEG with draft(); Pillow's
+# own global limit would refuse those JPEGs before draft() gets a chance.
+Image.MAX_IMAGE_PIXELS = None
+
 # Refuse to read more than this from one file: nothing legitimate comes close,
 # and reading it all to hash would stall the pipeline.
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -60,15 +65,14 @@ def decode(data: bytes, *, max_megapixels: float) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             w, h = im.size
-            if w * h > max_pixels and im.format == "JPEG":
+            if w * h > max_pixels and getattr(im, "format", None) == "JPEG":
                 # JPEG can decode at 1/2, 1/4 or 1/8 scale without the full-size buffer.
-                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-                scale = 1
-                while scale < 8 and (w // (scale * 2)) * (h // (scale * 2)) >= max_pixels:
+                scale = 2
+                while scale < 8 and (w // scale) * (h // scale) > max_pixels:
                     scale *= 2
-                im.draft("RGB", (w // (scale * 2), h // (scale * 2)))
+                im.draft("RGB", (w // scale, h // scale))
             dw, dh = im.size
             if dw * dh > max_pixels:
                 raise PermanentError(

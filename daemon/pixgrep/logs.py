@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 
 class _FileContext(logging.Filter):
@@ -44,7 +44,13 @@ def setup_logging(level: str = "INFO", *, settings: Any = None) -> None:
 
 
 class _PriorityFormatter(logging.Formatter):
-    _PRI = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    _PRI: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         return f"<{self._PRI.get(record.levelno, 6)}>{super().format(record)}"

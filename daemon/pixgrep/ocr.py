@@ -32,7 +32,7 @@ class RapidOcrEngine:
             raise BackendUnavailable(f"rapidocr is not installed ({e})") from e
         # One intra-op thread per engine: pixgrep runs one engine per core instead.
         params = {
-            "Global.log_level": "warning",
+            "Global.log_level": "error",
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             "Det.limit_type": "min",
@@ -45,7 +45,7 @@ class RapidOcrEngine:
         self.version = f"rapidocr {_version('rapidocr')} PP-OCRv6 det/rec small"
 
     def recognize(self, image: Image.Image) -> list[OcrLine]:
-        out = self._engine(np.asarray(image)[:, :, ::-1])  # RapidOCR expects BGR arrays
+        out: Any = self._engine(np.asarray(image)[:, :, ::-1])  # RapidOCR expects BGR arrays
         if out.txts is None or out.boxes is None or out.scores is None:
             return []
         lines = []

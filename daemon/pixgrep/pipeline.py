@@ -9,6 +9,7 @@ GPU is, if there is one.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -59,8 +60,23 @@ def make_ocr(settings: Settings) -> OcrEngine:
     )
 
 
+def _exit_with_parent() -> None:
+    # A pool process holds both ends of its call queue, so it never sees EOF when the
+    # parent is killed (kill -9, OOM): without this it would live on, models loaded.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="pixgrep-parent-watch", daemon=True).start()
+
+
 def _init_worker(settings_json: str) -> None:
     global _engine, _max_mp
+    if mp.parent_process() is not None:
+        _exit_with_parent()
     # Each worker is one core's worth of OCR; numeric libraries must not spawn more.
     for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
@@ -138,7 +154,7 @@ def regions(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:
     if not lines:
         return []
     out: list[list[OcrLine]] = [[lines[0]]]
-    for prev, line in zip(lines, lines[1:], strict=False):
+    for prev, line in itertools.pairwise(lines):
         if prev.box and line.box:
             height = max(prev.box[3] - prev.box[1], line.box[3] - line.box[1], 1.0)
             gap = line.box[1] - prev.box[3]
@@ -194,6 +210,10 @@ class _Pending:
     captions: list[str] = field(default_factory=list)
     # Other paths with the same bytes seen in this run: linked once this one is done.
     dups: list[str] = field(default_factory=list)
+
+    @property
+    def ocr_chars(self) -> int:
+        return sum(len(ln.text) for ln in self.analysis.lines) if self.analysis else 0
 
 
 ProgressFn = Callable[[Outcome], None]
@@ -259,6 +279,13 @@ class Pipeline:
                     return None
             return self._captioner
 
+    def rebuild_store(self) -> None:
+        """Drop and recreate the vector collection for the current embedder."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+            self._store = open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim, recreate=True)
+
     def unload_models(self) -> None:
         """Give model memory back (idle unload); stages reload on next use."""
         with self._lock:
@@ -266,15 +293,125 @@ class Pipeline:
                 self._captioner.unload()
             self.ocr_pool.restart()
 
+    def ocr_fingerprint(self) -> str:
+        o = self.settings.ocr
+        langs = f" {o.languages}" if o.engine == "tesseract" else ""
+        return f"{o.engine}{langs} det={o.det_limit_side_len} conf={o.min_confidence}"
+
+    def caption_fingerprint(self) -> str:
+        c = self.settings.caption
+        return f"{c.model} beams={c.num_beams} n={c.num_captions} t={c.temperature} max={c.max_new_tokens}"
+
+    def embed_fingerprint(self) -> str:
+        return f"{self.embedder.name} dim={self.embedder.dim}"
+
     def versions(self, ocr_version: str, captioned: bool) -> dict[str, str]:
-        v = {"ocr": ocr_version, "embed": f"{self.embedder.name} {self.embedder.version}", "policy": self.settings.pipeline.policy}
+        """What produced an item, per stage; `reindex --stale` compares these with the settings."""
+        v = {
+            "ocr": ocr_version,
+            "ocr_cfg": self.ocr_fingerprint() if ocr_version else "",
+            "embed": f"{self.embedder.name} {self.embedder.version}",
+            "embed_cfg": self.embed_fingerprint(),
+            "policy": self.settings.pipeline.policy,
+        }
         if captioned and self._captioner is not None:
-            c = self.settings.caption
-            v["caption"] = (
-                f"{self._captioner.version} beams={c.num_beams} n={c.num_captions} "
-                f"t={c.temperature} max={c.max_new_tokens}"
-            )
+            v["caption"] = self._captioner.version
+            v["caption_cfg"] = self.caption_fingerprint()
         return v
+
+    def wants_caption(self, n_chars: int) -> bool:
+        policy = self.settings.pipeline.policy
+        if not self.settings.caption.model or policy == "ocr":
+            return False
+        return policy in ("caption", "both") or n_chars < self.settings.pipeline.min_text_chars
+
+    def stale_stages(self, content: Content) -> set[str]:
+        """Which stages of a done item no longer match the settings: ocr, caption, embed."""
+        v = content.versions
+        stale: set[str] = set()
+        wants_ocr = self.settings.pipeline.policy != "caption"
+        if wants_ocr and v.get("ocr_cfg") != self.ocr_fingerprint():
+            stale.add("ocr")
+        if self.wants_caption(len(content.text.replace("\n", ""))):
+            if v.get("caption_cfg") != self.caption_fingerprint():
+                stale.add("caption")
+        elif v.get("caption_cfg"):
+            stale.add("caption")  # captions are no longer wanted: drop them
+        if v.get("embed_cfg") != self.embed_fingerprint():
+            stale.add("embed")
+        return stale
+
+    def refresh(self, hashes: Sequence[str], *, recaption: bool) -> int:
+        """Re-embed (and optionally re-caption) contents from their stored OCR lines; no OCR."""
+        done = 0
+        for i in range(0, len(hashes), self.settings.pipeline.batch_size):
+            chunk = hashes[i : i + self.settings.pipeline.batch_size]
+            pends: list[_Pending] = []
+            with self.db.session() as s:
+                rows = [
+                    (c, s.scalar(select(PathEntry.path).where(PathEntry.content_hash == c.hash).limit(1)))
+                    for c in s.scalars(select(Content).where(Content.hash.in_(chunk)))
+                ]
+            for content, path in rows:
+                if path is None:
+                    continue
+                lines = [OcrLine.from_json(d) for d in content.lines]
+                fb = images.FileBytes(b"", content.hash, 0, 0, 0)
+                pend = _Pending(
+                    path,
+                    None,
+                    fb,
+                    Analysis(
+                        content.hash,
+                        content.width or 0,
+                        content.height or 0,
+                        lines,
+                        ocr_version=content.versions.get("ocr", ""),
+                    ),
+                )
+                keep_captions = not recaption and bool(content.versions.get("caption_cfg"))
+                pend.captions = content.captions if keep_captions else []
+                pends.append(pend)
+            to_caption = [p for p in pends if recaption and self.wants_caption(p.ocr_chars)]
+            if to_caption and self.captioner is not None:
+                for p in to_caption:
+                    try:
+                        p.fb = images.read_file(p.path)
+                    except (PermanentError, RetryableError) as e:
+                        log.warning("cannot re-read for captioning: %s", e, extra={"file": p.path})
+                ok = [p for p in to_caption if p.fb.data and p.fb.digest == p.analysis.digest]  # type: ignore[union-attr]
+                self._caption(ok, self.captioner)
+            segs = [build_segments(p.analysis.lines, p.captions) for p in pends]  # type: ignore[union-attr]
+            texts = [seg.text for ss in segs for seg in ss]
+            vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+            items, off = [], 0
+            for p, ss in zip(pends, segs, strict=True):
+                items.append((p.analysis.digest, ss, vectors[off : off + len(ss)]))  # type: ignore[union-attr]
+                off += len(ss)
+            self.store.upsert_many(items)
+            with self.db.session() as s:
+                for p in pends:
+                    a = p.analysis
+                    assert a is not None
+                    row = s.get(Content, a.digest)
+                    if row is None:
+                        continue
+                    content = row
+                    content.captions_json = json.dumps(p.captions, ensure_ascii=False)
+                    content.source = (
+                        "+".join(x for x, on in (("ocr", bool(a.lines)), ("caption", bool(p.captions))) if on) or "none"
+                    )
+                    captioned = bool(p.captions) or (p in to_caption and self._captioner is not None)
+                    v = self.versions(a.ocr_version, captioned)
+                    v["ocr_cfg"] = content.versions.get("ocr_cfg", "")
+                    if captioned and p not in to_caption:
+                        v["caption"] = content.versions.get("caption", "")
+                        v["caption_cfg"] = content.versions.get("caption_cfg", "")
+                    content.versions_json = json.dumps(v)
+                    content.updated_at = time.time()
+                    done += 1
+        self.store.flush()
+        return done
 
     # Main entry -------------------------------------------------------------
     def process(
@@ -367,7 +504,9 @@ class Pipeline:
                 and (entry.size, entry.mtime_ns, entry.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
             ):
                 content = s.get(Content, entry.content_hash)
-                if content is not None and (content.status == "done" or (content.status == "failed" and not content.retryable)):
+                if content is not None and (
+                    content.status == "done" or (content.status == "failed" and not content.retryable)
+                ):
                     return Outcome(path, "unchanged", entry.content_hash, content.error), None
         try:
             fb = images.read_file(path)
@@ -382,11 +521,14 @@ class Pipeline:
             return Outcome(path, "retry", None, str(e)), None
         with self.db.session() as s:
             content = s.get(Content, fb.digest)
-            if content is not None and not force:
-                if content.status == "done" or (content.status == "failed" and not content.retryable):
-                    self._link(s, path, root, fb)
-                    status = "linked" if content.status == "done" else "failed"
-                    return Outcome(path, status, fb.digest, content.error), None
+            if (
+                content is not None
+                and not force
+                and (content.status == "done" or (content.status == "failed" and not content.retryable))
+            ):
+                self._link(s, path, root, fb)
+                status = "linked" if content.status == "done" else "failed"
+                return Outcome(path, status, fb.digest, content.error), None
         return None, fb
 
     def _link(self, s: Any, path: str, root: str | None, fb: images.FileBytes) -> None:
@@ -413,7 +555,7 @@ class Pipeline:
                 entry = PathEntry(path=path, root=root)
                 s.add(entry)
             entry.error = msg
-            entry.attempts += 1
+            entry.attempts = (entry.attempts or 0) + 1
             entry.seen_at = time.time()
 
     def _fail_content(self, pend: _Pending, msg: str, *, retryable: bool) -> None:
@@ -437,14 +579,11 @@ class Pipeline:
 
     # Batch finish: caption, embed, upsert, record --------------------------------
     def _finish(self, batch: list[_Pending], done: ProgressFn) -> None:
-        policy = self.settings.pipeline.policy
-        min_chars = self.settings.pipeline.min_text_chars
-        captioner = self.captioner if policy != "ocr" else None
+        captioner = self.captioner if self.settings.pipeline.policy != "ocr" else None
         to_caption: list[_Pending] = []
         for p in batch:
             assert p.analysis is not None
-            n_chars = sum(len(ln.text) for ln in p.analysis.lines)
-            if captioner is not None and (policy in ("caption", "both") or n_chars < min_chars):
+            if captioner is not None and self.wants_caption(p.ocr_chars):
                 to_caption.append(p)
         if to_caption and captioner is not None:
             self._caption(to_caption, captioner)
@@ -470,7 +609,7 @@ class Pipeline:
                 done(Outcome(p.path, "retry", p.fb.digest, str(e)))
             return
         with self.db.session() as s:
-            for p, segs in zip(batch, all_segments, strict=True):
+            for p in batch:
                 assert p.analysis is not None
                 a = p.analysis
                 caps = p.captions
@@ -483,7 +622,9 @@ class Pipeline:
                 content.text = "\n".join(ln.text for ln in a.lines)
                 content.lines_json = json.dumps([ln.to_json() for ln in a.lines], ensure_ascii=False)
                 content.captions_json = json.dumps(caps, ensure_ascii=False)
-                content.source = "+".join(x for x, on in (("ocr", bool(a.lines)), ("caption", bool(caps))) if on) or "none"
+                content.source = (
+                    "+".join(x for x, on in (("ocr", bool(a.lines)), ("caption", bool(caps))) if on) or "none"
+                )
                 content.width, content.height = a.width, a.height
                 content.versions_json = json.dumps(self.versions(a.ocr_version, p in to_caption))
                 content.updated_at = time.time()
@@ -522,9 +663,32 @@ class Pipeline:
             if still is None:
                 gone.append(h)
         if gone:
-            self.store.delete(gone)
+            try:
+                self.store.delete(gone)
+            except StoreUnavailable as e:
+                # The content rows stay, with no path: invisible to search, and
+                # purge_orphans() deletes their vectors once Milvus is back.
+                log.warning("vectors of %d removed images kept for later deletion: %s", len(gone), e)
+                return []
             s.execute(delete(Content).where(Content.hash.in_(gone)))
         return gone
+
+    def purge_orphans(self) -> int:
+        """Delete contents (and vectors) that no path points at, left by a Milvus outage."""
+        with self.db.session() as s:
+            orphans = list(
+                s.scalars(
+                    select(Content.hash).where(
+                        ~select(PathEntry.path).where(PathEntry.content_hash == Content.hash).exists()
+                    )
+                )
+            )
+            if not orphans:
+                return 0
+            try:
+                return len(self._drop_orphans(s, orphans))
+            except StoreUnavailable:
+                return 0
 
     def remove_paths(self, paths: Sequence[str]) -> int:
         """Forget paths; vectors go with the last path of a content."""
@@ -586,7 +750,9 @@ class Pipeline:
         """Paths whose content is waiting for a retry (e.g. Milvus was down)."""
         with self.db.session() as s:
             rows = s.scalars(
-                select(PathEntry.path).join(Content, Content.hash == PathEntry.content_hash).where(Content.status == "pending")
+                select(PathEntry.path)
+                .join(Content, Content.hash == PathEntry.content_hash)
+                .where(Content.status == "pending")
             )
             return list(rows)
 

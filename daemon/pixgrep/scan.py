@@ -52,7 +52,7 @@ class FileFilter:
 def walk(roots: Sequence[str], flt: FileFilter) -> Iterator[str]:
     """Yield accepted files under ``roots`` (or the roots themselves if files)."""
     for root in roots:
-        if os.path.isfile(root) or os.path.islink(root) and not os.path.isdir(root):
+        if os.path.isfile(root) or (os.path.islink(root) and not os.path.isdir(root)):
             if root.lower().endswith(flt.extensions):
                 yield root
             continue

@@ -88,9 +88,10 @@ def search(
         for h, (rank, _) in dense_hits.items():
             scores[h] = scores.get(h, 0.0) + settings.dense_weight / (k + rank)
     else:
-        kmax = max((hit.score for _, hit in kw_hits.values()), default=1.0) or 1.0
+        # BM25 finds the candidates; how much of the query the segment covers scores them,
+        # so a partial keyword match doesn't outrank a close paraphrase.
         for h, (_, hit) in kw_hits.items():
-            scores[h] = scores.get(h, 0.0) + settings.keyword_weight * hit.score / kmax
+            scores[h] = scores.get(h, 0.0) + settings.keyword_weight * textnorm.coverage(query, hit.text) ** 2
         for h, (_, hit) in dense_hits.items():
             scores[h] = scores.get(h, 0.0) + settings.dense_weight * max(hit.score, 0.0)
 
@@ -137,7 +138,8 @@ def _paths_for(db: Database, hashes: list[str], in_dir: str | None) -> dict[str,
     out: dict[str, list[str]] = {}
     with db.session() as s:
         for h, p in s.execute(stmt.order_by(PathEntry.path)):
-            out.setdefault(h, []).append(p)
+            if h is not None:
+                out.setdefault(h, []).append(p)
         # Keep only contents that are indexed (not pending a retry of a changed file).
         done = set(s.scalars(select(Content.hash).where(Content.hash.in_(list(out)), Content.status == "done")))
     return {h: v for h, v in out.items() if h in done}

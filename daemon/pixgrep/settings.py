@@ -127,10 +127,13 @@ class MilvusSettings(_Section):
 
 class SearchSettings(_Section):
     mode: Literal["hybrid", "semantic", "keyword"] = "hybrid"
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    # weighted: keyword_weight * (share of query tokens the best segment holds)^2
+    #           + dense_weight * cosine; rrf: sum of weight / (rrf_k + rank).
+    # Defaults tuned on bench/queries_dev.jsonl and bench/queries_semantic.jsonl (bench/RESULTS.md).
+    fusion: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = Field(default=60, ge=1)
     keyword_weight: float = Field(default=1.0, ge=0)
-    dense_weight: float = Field(default=1.0, ge=0)
+    dense_weight: float = Field(default=0.5, ge=0)
     limit: int = Field(default=10, ge=1, le=1000)
 
 

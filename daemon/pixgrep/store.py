@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def _wrap(e: Exception, what: str) -> StoreUnavailable:
 
 
 class MilvusStore:
-    OUTPUT = ["content_hash", "kind", "source", "text"]
+    OUTPUT: ClassVar[list[str]] = ["content_hash", "kind", "source", "text"]
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class MilvusStore:
         token: str = "",
         timeout: float = 10.0,
         flush_rows: int = 2000,
+        recreate: bool = False,
     ) -> None:
         from pymilvus import MilvusClient
 
@@ -99,6 +100,12 @@ class MilvusStore:
             self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
         except Exception as e:
             raise _wrap(e, f"connection to {uri}") from e
+        if recreate:
+            try:
+                if self.client.has_collection(collection):
+                    self.client.drop_collection(collection)
+            except Exception as e:
+                raise _wrap(e, "drop") from e
         self._ensure_collection()
 
     # Setup ---------------------------------------------------------------
@@ -142,7 +149,9 @@ class MilvusStore:
         s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         s.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
         s.add_function(
-            Function(name="kw_bm25", function_type=FunctionType.BM25, input_field_names=["kw"], output_field_names=["sparse"])
+            Function(
+                name="kw_bm25", function_type=FunctionType.BM25, input_field_names=["kw"], output_field_names=["sparse"]
+            )
         )
         ip = self.client.prepare_index_params()
         if self.is_lite:
@@ -161,15 +170,18 @@ class MilvusStore:
         )
         log.info("created collection %s for %s (dim %d) at %s", self.collection, self.embed_name, self.dim, self.uri)
 
-    def drop(self) -> None:
-        with self._lock:
+    def _call(self, what: str, fn: Any) -> Any:
+        """Run one client call; reload a released collection once (a restarted server forgets loads)."""
+        try:
+            return fn()
+        except Exception as e:
+            if "load" not in str(e).lower() and "released" not in str(e).lower():
+                raise _wrap(e, what) from e
             try:
-                if self.client.has_collection(self.collection):
-                    self.client.drop_collection(self.collection)
-                self._create()
-                self.client.load_collection(self.collection)
-            except Exception as e:
-                raise _wrap(e, "drop") from e
+                self.client.load_collection(self.collection, timeout=self.timeout)
+                return fn()
+            except Exception as e2:
+                raise _wrap(e2, what) from e2
 
     # Writes --------------------------------------------------------------
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
@@ -192,17 +204,18 @@ class MilvusStore:
                     }
                 )
         hashes = [h for h, _, _ in items]
+
+        def write() -> None:
+            # Delete first: a content may now have fewer segments than before.
+            self._delete_locked(hashes)
+            if rows:
+                self.client.insert(self.collection, rows, timeout=self.timeout)
+
         with self._lock:
-            try:
-                # Delete first: a content may now have fewer segments than before.
-                self._delete_locked(hashes)
-                if rows:
-                    self.client.insert(self.collection, rows, timeout=self.timeout)
-                self._unflushed += len(rows)
-                if self._unflushed >= self.flush_rows:
-                    self._flush_locked()
-            except Exception as e:
-                raise _wrap(e, "upsert") from e
+            self._call("upsert", write)
+            self._unflushed += len(rows)
+            if self._unflushed >= self.flush_rows:
+                self._call("flush", self._flush_locked)
 
     def _delete_locked(self, hashes: Sequence[str]) -> None:
         for i in range(0, len(hashes), 200):
@@ -215,11 +228,8 @@ class MilvusStore:
         if not hashes:
             return
         with self._lock:
-            try:
-                self._delete_locked(hashes)
-                self._unflushed += len(hashes)
-            except Exception as e:
-                raise _wrap(e, "delete") from e
+            self._call("delete", lambda: self._delete_locked(hashes))
+            self._unflushed += len(hashes)
 
     def _flush_locked(self) -> None:
         self.client.flush(self.collection, timeout=self.timeout)
@@ -252,8 +262,9 @@ class MilvusStore:
 
     def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
         with self._lock:
-            try:
-                res = self.client.search(
+            res = self._call(
+                "search",
+                lambda: self.client.search(
                     self.collection,
                     data=[np.asarray(vector, dtype=np.float32).tolist()],
                     anns_field="dense",
@@ -261,17 +272,17 @@ class MilvusStore:
                     output_fields=self.OUTPUT,
                     search_params={"metric_type": "COSINE"},
                     timeout=self.timeout,
-                )
-            except Exception as e:
-                raise _wrap(e, "search") from e
+                ),
+            )
         return self._hits(res, absolute=False)
 
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         if not tokens.strip():
             return []
         with self._lock:
-            try:
-                res = self.client.search(
+            res = self._call(
+                "keyword search",
+                lambda: self.client.search(
                     self.collection,
                     data=[tokens],
                     anns_field="sparse",
@@ -279,20 +290,19 @@ class MilvusStore:
                     output_fields=self.OUTPUT,
                     search_params={"metric_type": "BM25"},
                     timeout=self.timeout,
-                )
-            except Exception as e:
-                raise _wrap(e, "keyword search") from e
+                ),
+            )
         # Milvus Lite returns BM25 scores negated (best = most negative); BM25 itself is >= 0.
         hits = self._hits(res, absolute=True)
         return [h for h in hits if h.score > 0]
 
     def count(self) -> int:
         with self._lock:
-            try:
-                res = self.client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
-                return int(res[0]["count(*)"])
-            except Exception as e:
-                raise _wrap(e, "count") from e
+            res = self._call(
+                "count",
+                lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout),
+            )
+            return int(res[0]["count(*)"])
 
     def close(self) -> None:
         with self._lock:
@@ -302,7 +312,7 @@ class MilvusStore:
                 self.client.close()
 
 
-def open_store(settings: Any, *, embed_name: str, dim: int) -> MilvusStore:
+def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> MilvusStore:
     return MilvusStore(
         settings.milvus_uri,
         collection=settings.milvus.collection,
@@ -311,4 +321,5 @@ def open_store(settings: Any, *, embed_name: str, dim: int) -> MilvusStore:
         token=settings.milvus.token,
         timeout=settings.milvus.timeout,
         flush_rows=settings.milvus.flush_rows,
+        recreate=recreate,
     )

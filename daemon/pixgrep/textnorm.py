@@ -130,3 +130,12 @@ def snippet(text: str, query: str, width: int = 60) -> tuple[str, list[tuple[int
     shift = len(prefix) - start
     inside = [(max(s, start) + shift, min(e, end) + shift) for s, e in spans if e > start and s < end]
     return prefix + window + suffix, inside
+
+
+def coverage(query: str, text: str) -> float:
+    """Share of the query's keyword tokens found in ``text`` (0..1), after folding."""
+    q = set(query_tokens(query).split())
+    if not q:
+        return 0.0
+    doc = set(document_tokens(text).split())
+    return len(q & doc) / len(q)

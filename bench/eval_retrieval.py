@@ -1,0 +1,64 @@
+"""Retrieval quality on the development query set: recall@1, recall@5 and MRR per search mode.
+
+python bench/eval_retrieval.py --home /tmp/pixgrep-corpus   # indexes the corpus there first if needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from pixgrep.app import Index, index_paths
+from pixgrep.settings import load_settings
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE.parents[1] / "shared" / "corpus" / "memes"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", default="/tmp/pixgrep-corpus")
+    ap.add_argument("--queries", default=str(HERE / "queries_dev.jsonl"))
+    ap.add_argument("--modes", default="hybrid,keyword,semantic")
+    ap.add_argument("--fusion", default=None, choices=[None, "rrf", "weighted"])
+    args = ap.parse_args()
+    os.environ["PIXGREP_HOME"] = args.home
+    with open(args.queries, encoding="utf-8") as fh:
+        queries = [json.loads(line) for line in fh]
+    overrides = {"search": {"fusion": args.fusion}} if args.fusion else {}
+    with Index(load_settings(**overrides)) as ix:
+        if ix.db.counts()["indexed"] < 900:
+            t = time.monotonic()
+            index_paths(ix, [str(CORPUS)])
+            print(f"indexed the corpus in {time.monotonic() - t:.0f}s")
+        print("| mode | queries | R@1 | R@5 | MRR@10 | simplified R@1 | as-shown R@1 | p50 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for mode in args.modes.split(","):
+            ranks: list[int | None] = []
+            by_script: dict[str, list[bool]] = {}
+            times = []
+            for q in queries:
+                t = time.perf_counter()
+                res = ix.search(q["query"], mode=mode, limit=10)
+                times.append(time.perf_counter() - t)
+                target = str(CORPUS / q["file"])
+                rank = next((i + 1 for i, r in enumerate(res) if target in [r.path, *r.other_paths]), None)
+                ranks.append(rank)
+                by_script.setdefault(q["script"], []).append(rank == 1)
+            n = len(ranks)
+            r1 = sum(r == 1 for r in ranks) / n
+            r5 = sum(r is not None and r <= 5 for r in ranks) / n
+            mrr = sum(1 / r for r in ranks if r) / n
+            times.sort()
+            s1 = sum(by_script.get("simplified", [])) / max(1, len(by_script.get("simplified", [])))
+            a1 = sum(by_script.get("as-shown", [])) / max(1, len(by_script.get("as-shown", [])))
+            print(
+                f"| {mode} | {n} | {r1:.3f} | {r5:.3f} | {mrr:.3f} | {s1:.3f} | {a1:.3f} | {times[n // 2] * 1000:.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The daemon's HTTP API on a Unix socket (Starlette served by uvicorn in a thread).
+
+The socket is mode 0600 in a 0700 folder: only its user can talk to it.
+Handlers are async and hand blocking work to a small thread pool of our own,
+so the event loop stays free for health checks while a search runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from pixgrep.errors import PixgrepError
+
+log = logging.getLogger("pixgrep.daemon.api")
+
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Backend(Protocol):
+    """What the API needs from the daemon; every method may block."""
+
+    def health(self) -> dict[str, Any]: ...
+
+    def status(self, *, failed: bool) -> dict[str, Any]: ...
+
+    def search(
+        self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None
+    ) -> list[dict[str, Any]]: ...
+
+    def watch(self, path: str, *, polling: bool) -> dict[str, Any]: ...
+
+    def unwatch(self, path: str, *, forget: bool) -> dict[str, Any]: ...
+
+    def index_paths(self, paths: list[str], *, force: bool) -> int: ...
+
+    def reindex(self, *, stale: bool, embeddings: bool, all: bool, failed: bool) -> dict[str, Any]: ...
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchBody(_Body):
+    query: str
+    limit: int | None = Field(default=None, ge=1, le=1000)
+    mode: str | None = Field(default=None, pattern="^(hybrid|semantic|keyword)$")
+    in_dir: str | None = None
+
+
+class WatchBody(_Body):
+    path: str
+    polling: bool = False
+
+
+class UnwatchBody(_Body):
+    path: str
+    forget: bool = False
+
+
+class IndexBody(_Body):
+    paths: list[str] = Field(min_length=1)
+    force: bool = False
+
+
+class ReindexBody(_Body):
+    stale: bool = False
+    embeddings: bool = False
+    all: bool = False
+    # Retry what failed (the default when nothing else is asked for).
+    failed: bool = False
+
+
+def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
+    async def run(fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+
+    async def body(request: Request, model: type[_Body]) -> Any:
+        try:
+            return model.model_validate_json(await request.body() or b"{}")
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            raise ApiError(400, f"bad request: {loc}: {err['msg']}") from None
+
+    def wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                return JSONResponse(await handler(request))
+            except ApiError as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+            except PixgrepError as e:
+                return JSONResponse({"error": str(e)}, status_code=503)
+            except ValueError as e:
+                return JSONResponse({"error": str(e)}, status_code=400)
+            except Exception as e:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
+
+        return endpoint
+
+    async def health(request: Request) -> Any:
+        return backend.health()
+
+    async def status(request: Request) -> Any:
+        failed = request.query_params.get("failed", "0") not in ("0", "", "false")
+        return await run(lambda: backend.status(failed=failed))
+
+    async def search(request: Request) -> Any:
+        b: SearchBody = await body(request, SearchBody)
+        results = await run(lambda: backend.search(b.query, limit=b.limit, mode=b.mode, in_dir=b.in_dir))
+        return {"results": results}
+
+    async def watch(request: Request) -> Any:
+        b: WatchBody = await body(request, WatchBody)
+        return await run(lambda: backend.watch(b.path, polling=b.polling))
+
+    async def unwatch(request: Request) -> Any:
+        b: UnwatchBody = await body(request, UnwatchBody)
+        return await run(lambda: backend.unwatch(b.path, forget=b.forget))
+
+    async def index(request: Request) -> Any:
+        b: IndexBody = await body(request, IndexBody)
+        return {"queued": await run(lambda: backend.index_paths(b.paths, force=b.force))}
+
+    async def reindex(request: Request) -> Any:
+        b: ReindexBody = await body(request, ReindexBody)
+        return await run(lambda: backend.reindex(stale=b.stale, embeddings=b.embeddings, all=b.all, failed=b.failed))
+
+    routes = [
+        Route("/v1/health", wrap(health), methods=["GET"]),
+        Route("/v1/status", wrap(status), methods=["GET"]),
+        Route("/v1/search", wrap(search), methods=["POST"]),
+        Route("/v1/watch", wrap(watch), methods=["POST"]),
+        Route("/v1/unwatch", wrap(unwatch), methods=["POST"]),
+        Route("/v1/index", wrap(index), methods=["POST"]),
+        Route("/v1/reindex", wrap(reindex), methods=["POST"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+def _answers(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``: 0600, in a 0700 folder we own."""
+    if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
+        raise ApiError(
+            0, f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; set daemon.socket to a shorter one"
+        )
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(folder, 0o700)
+    if path.exists() or path.is_symlink():
+        if _answers(path):
+            raise ApiError(0, f"another pixgrep daemon is already listening on {path}")
+        path.unlink()  # left behind by a daemon that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(64)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class ApiServer:
+    """uvicorn in a thread of its own, serving ``build_app(backend)`` on ``socket_path``."""
+
+    def __init__(self, backend: Backend, socket_path: Path, *, workers: int = 4) -> None:
+        self.socket_path = socket_path
+        self.executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="pixgrep-api")
+        self.app = build_app(backend, self.executor)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.exception: BaseException | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._sock = bind_socket(self.socket_path)
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        sock = self._sock
+
+        def serve() -> None:
+            try:
+                server.run(sockets=[sock])
+            except BaseException as e:
+                self.exception = e
+                log.critical("API server died: %r", e, exc_info=True)
+
+        self._thread = threading.Thread(target=serve, name="pixgrep-api-server", daemon=True)
+        self._thread.start()
+        deadline = threading.Event()
+        for _ in range(int(timeout * 50)):
+            if server.started or not self._thread.is_alive():
+                break
+            deadline.wait(0.02)
+        if not server.started:
+            self.stop()
+            raise RuntimeError(f"the API did not start on {self.socket_path}: {self.exception!r}")
+        log.info("API listening", extra={"file": str(self.socket_path)})
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                if self._server is not None:
+                    self._server.force_exit = True
+                self._thread.join(timeout)
+            self._thread = None
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()

@@ -1,0 +1,133 @@
+"""Reconcile: compare a folder on disk with the books by stat and queue the differences.
+
+Runs at start-up and every ``watch.rescan_interval``; it catches whatever the
+watcher missed (daemon down, inotify overflow, polling gaps). One bulk SELECT
+per folder and one ``os.scandir`` walk: no per-file queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+from pixgrep import scan
+from pixgrep.daemon.queue import Job, WorkQueue
+from pixgrep.db import Database, path_prefix_range
+
+log = logging.getLogger("pixgrep.daemon.reconcile")
+
+
+@dataclass
+class Report:
+    root: str
+    files: int = 0
+    unchanged: int = 0
+    queued: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _known(db: Database, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
+    """path -> (size, mtime_ns, inode, settled) for every known path under ``root``.
+
+    ``settled``: nothing left to do for these bytes (content indexed, or failed for
+    good); otherwise the path is queued again even if unchanged.
+    """
+    lo, hi = path_prefix_range(root)
+    out: dict[bytes, tuple[int, int, int, bool]] = {}
+    with db.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT p.path, p.size, p.mtime_ns, p.inode, p.error, c.status, c.retryable "
+            "FROM paths p LEFT JOIN contents c ON c.hash = p.content_hash WHERE p.path >= ? AND p.path < ?",
+            (lo, hi),
+        )
+        for path, size, mtime_ns, inode, error, status, retryable in rows:
+            settled = error is None and (status == "done" or (status == "failed" and not retryable))
+            out[path] = (size, mtime_ns, inode, settled)
+    return out
+
+
+def _walk(root: str, flt: scan.FileFilter, report: Report) -> dict[bytes, tuple[int, int, int]]:
+    """Accepted files under ``root`` -> (size, mtime_ns, inode); unreadable folders land in the report."""
+    found: dict[bytes, tuple[int, int, int]] = {}
+    exts = flt.extensions
+    simple = not flt.include and not any("/" in p for p in flt.exclude)
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError as e:
+            report.unreadable.append(d)
+            log.warning("cannot list folder: %s", e.strerror or e, extra={"file": d})
+            continue
+        with it:
+            for entry in it:
+                name = entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        # Symlinked folders are not followed: they could loop or leave the root.
+                        if flt.dir_ok(name):
+                            stack.append(entry.path)
+                        continue
+                    if not name.lower().endswith(exts):
+                        continue
+                    path = entry.path
+                    if simple:
+                        if not flt.dir_ok(name):
+                            continue
+                    elif not flt.accepts(path, root):
+                        continue
+                    st = entry.stat()  # follows a symlinked file, like the pipeline does
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                found[os.fsencode(path)] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def reconcile(db: Database, queue: WorkQueue, root: str, flt: scan.FileFilter, *, force: bool = False) -> Report:
+    """Queue new and changed files under ``root`` and deletions for files gone from it."""
+    t0 = time.monotonic()
+    root = os.path.abspath(root)
+    report = Report(root)
+    if not os.path.isdir(root):
+        # An unmounted drive looks like an empty folder: never forget its files for that.
+        report.skipped = "not a folder (missing or unmounted?)"
+        log.warning("skipping reconcile: %s", report.skipped, extra={"file": root})
+        return report
+    disk = _walk(root, flt, report)
+    known = _known(db, root)
+    jobs: list[Job] = []
+    op = "force" if force else "upsert"
+    for p, st in disk.items():
+        k = known.get(p)
+        if not force and k is not None and k[3] and k[:3] == st:
+            report.unchanged += 1
+            continue
+        jobs.append(Job(os.fsdecode(p), op))
+    report.files = len(disk)
+    report.queued = len(jobs)
+    bad = tuple(os.fsencode(d.rstrip("/")) + b"/" for d in report.unreadable)
+    for p in known:
+        if p not in disk and not (bad and p.startswith(bad)):
+            jobs.append(Job(os.fsdecode(p), "delete"))
+            report.deleted += 1
+    queue.put(jobs)
+    report.seconds = time.monotonic() - t0
+    if jobs:
+        log.info(
+            "reconciled %d files in %.2fs: %d new or changed, %d gone",
+            report.files,
+            report.seconds,
+            report.queued,
+            report.deleted,
+            extra={"file": root},
+        )
+    return report

@@ -1,0 +1,347 @@
+"""The worker loop: claim batches from the durable queue and run the pipeline on them."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pixgrep import scan
+from pixgrep.daemon.queue import Item, Job, WorkQueue
+from pixgrep.errors import PixgrepError, RetryableError
+from pixgrep.pipeline import Outcome, Pipeline
+
+log = logging.getLogger("pixgrep.daemon.worker")
+
+T = TypeVar("T")
+
+# Outcomes the pipeline already recorded in the books (with their reason).
+_SETTLED = ("indexed", "linked", "unchanged", "failed")
+
+
+@dataclass
+class Stats:
+    started: float
+    indexed: int = 0
+    linked: int = 0
+    removed: int = 0
+    moved: int = 0
+    failed: int = 0
+    batches: int = 0
+    busy_seconds: float = 0.0
+
+
+class Worker:
+    """Runs in its own thread; if it dies, the daemon exits non-zero (see service)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        queue: WorkQueue,
+        *,
+        batch_size: int,
+        stable_seconds: float,
+        idle_unload_seconds: float = 0.0,
+        roots: Callable[[], Sequence[str]] = list,
+        flt: scan.FileFilter | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.queue = queue
+        self.batch_size = batch_size
+        self.stable_seconds = stable_seconds
+        self.idle_unload_seconds = idle_unload_seconds
+        self.roots = roots
+        self.flt = flt
+        self.stats = Stats(started=time.time())
+        self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self._recent: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=200)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._claimed: list[Item] = []
+        self._idle_since = time.monotonic()
+        self._unloaded = True
+        self._dirty = False
+        self.exception: BaseException | None = None
+        self.current: list[str] = []
+        self._calls: collections.deque[tuple[Callable[[], Any], cf.Future[Any]]] = collections.deque()
+        self._calls_lock = threading.Lock()
+
+    # Lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="pixgrep-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Finish the current batch within ``timeout``; False if it did not."""
+        with self._calls_lock:
+            self._stop.set()
+        self.queue.wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        self._thread = None
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except BaseException as e:
+            # The supervisor sees the dead thread and exits non-zero; no need to re-raise.
+            self.exception = e
+            log.critical("worker thread died: %r", e, exc_info=True)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._run_calls()
+            if not self.step():
+                self._idle()
+        self._run_calls(cancel=True)
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn`` in the worker thread between batches and return its result."""
+        fut: cf.Future[Any] = cf.Future()
+        with self._calls_lock:
+            if self._stop.is_set():
+                raise PixgrepError("the daemon is stopping")
+            self._calls.append((fn, fut))
+        self.queue.wake.set()
+        return fut.result(timeout)  # type: ignore[no-any-return]
+
+    def _run_calls(self, cancel: bool = False) -> None:
+        while True:
+            with self._calls_lock:
+                if not self._calls:
+                    return
+                fn, fut = self._calls.popleft()
+            if cancel:
+                fut.set_exception(PixgrepError("the daemon is stopping"))
+                continue
+            try:
+                fut.set_result(fn())
+            except Exception as e:
+                fut.set_exception(e)
+
+    def _idle(self) -> None:
+        if self._dirty:
+            # Milvus Lite searches far faster over flushed segments.
+            try:
+                self.pipeline.store.flush()
+                self._dirty = False
+            except PixgrepError as e:
+                log.warning("flush failed: %s", e)
+        now = time.monotonic()
+        if self.idle_unload_seconds and not self._unloaded and now - self._idle_since >= self.idle_unload_seconds:
+            log.info("idle for %.0fs: unloading models", now - self._idle_since)
+            self.pipeline.unload_models()
+            self._unloaded = True
+        nxt = self.queue.next_due()
+        wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+        if self.idle_unload_seconds and not self._unloaded:
+            wait = min(wait, max(0.05, self.idle_unload_seconds - (now - self._idle_since)))
+        if wait > 0:
+            self.queue.wake.wait(wait)
+        self.queue.wake.clear()
+
+    def step(self) -> bool:
+        """Claim and process one batch; False if nothing was due."""
+        items = self.queue.claim(self.batch_size)
+        if not items:
+            return False
+        self._claimed = items
+        self._unloaded = False
+        t0 = time.monotonic()
+        try:
+            n = self.process(items)
+        finally:
+            self._claimed = []
+            self.current = []
+            self._idle_since = time.monotonic()
+        dt = time.monotonic() - t0
+        self.stats.batches += 1
+        self.stats.busy_seconds += dt
+        if n:
+            self._recent.append((time.time(), n, dt))
+        self._dirty = True
+        return True
+
+    # Processing --------------------------------------------------------------
+    def _root_of(self, path: str) -> str | None:
+        best: str | None = None
+        for r in self.roots():
+            r = r.rstrip("/")
+            if path.startswith(r + "/") and (best is None or len(r) > len(best)):
+                best = r
+        return best
+
+    def _note_error(self, path: str, error: str) -> None:
+        self.errors.append({"time": time.time(), "path": path, "error": error})
+
+    def process(self, items: Sequence[Item]) -> int:
+        """Process claimed items; returns how many images were newly indexed."""
+        moves = [it for it in items if it.op == "move"]
+        upserts = [it for it in items if it.op in ("upsert", "force")]
+        deletes = [it for it in items if it.op == "delete"]
+        extra: list[Item] = []
+        for it in moves:
+            self._guarded(it, lambda it=it: self._move(it, extra))  # type: ignore[misc]
+        n = self._upsert(upserts + extra)
+        for it in deletes:
+            self._guarded(it, lambda it=it: self._delete(it))  # type: ignore[misc]
+        return n
+
+    def _guarded(self, item: Item, fn: Callable[[], bool]) -> None:
+        try:
+            if fn():
+                self.queue.done([item])
+        except RetryableError as e:
+            self._note_error(item.path, str(e))
+            self.queue.retry(item, str(e))
+        except Exception as e:
+            log.exception("%s failed", item.op, extra={"file": item.path})
+            self._note_error(item.path, f"{type(e).__name__}: {e}")
+            self.queue.retry(item, f"{type(e).__name__}: {e}")
+
+    def _move(self, it: Item, extra: list[Item]) -> bool:
+        src, dst = it.src or "", it.path
+        p = self.pipeline
+        if os.path.isdir(dst):
+            n = p.move_tree(src, dst)
+            self.stats.moved += n
+            # Files the books did not know under the old name: index them now.
+            if self.flt is not None:
+                self.queue.put(Job(f, "upsert") for f in scan.walk([dst], self.flt))
+            if not os.path.exists(src):
+                self.stats.removed += p.remove_tree(src)
+            return True
+        if p.move(src, dst, self._root_of(dst)):
+            self.stats.moved += 1
+            return True
+        # Unknown source, changed on the way, or gone since: index what is there, forget what is not.
+        if not os.path.lexists(src):
+            self.stats.removed += p.remove_paths([src]) + p.remove_tree(src)
+        elif os.path.isfile(src):
+            self.queue.put([Job(src, "upsert")])
+        if os.path.isfile(dst):
+            extra.append(it)
+            return False
+        if not os.path.lexists(dst):
+            self.stats.removed += p.remove_paths([dst]) + p.remove_tree(dst)
+        return True
+
+    def _delete(self, it: Item) -> bool:
+        p = self.pipeline
+        if os.path.lexists(it.path):
+            # Re-created since the event (an editor's save, a delete-and-copy).
+            if os.path.isfile(it.path):
+                self.queue.put([Job(it.path, "upsert")])
+            return True
+        n = p.remove_paths([it.path]) + p.remove_tree(it.path)
+        self.stats.removed += n
+        return True
+
+    def _unsettled(self, it: Item) -> float | None:
+        """When a file changed too recently to be read safely: the time it may be read."""
+        if not self.stable_seconds:
+            return None
+        try:
+            st = os.stat(it.path)
+        except OSError:
+            return None
+        changed = max(st.st_mtime, st.st_ctime)
+        now = time.time()
+        # A clock far in the future (skewed network mount) must not defer forever.
+        if changed > now + 5 or now - changed >= self.stable_seconds:
+            return None
+        return changed + self.stable_seconds
+
+    def _upsert(self, items: Sequence[Item]) -> int:
+        if not items:
+            return 0
+        ready: list[Item] = []
+        for it in items:
+            until = self._unsettled(it)
+            if until is not None:
+                self.queue.defer(it, until)
+            else:
+                ready.append(it)
+        if not ready:
+            return 0
+        by_path: dict[str, Item] = {it.path: it for it in ready}
+        forced = [it for it in ready if it.op == "force"]
+        plain = [it for it in ready if it.op != "force"]
+        outcomes: dict[str, Outcome] = {}
+        self.current = list(by_path)
+
+        def progress(o: Outcome) -> None:
+            outcomes[o.path] = o
+
+        for group, force in ((plain, False), (forced, True)):
+            if not group:
+                continue
+            try:
+                self.pipeline.process(
+                    [(it.path, self._root_of(it.path)) for it in group], progress=progress, force=force
+                )
+            except RetryableError as e:
+                # e.g. Milvus went away while linking a duplicate: the whole group waits.
+                for it in group:
+                    if it.path not in outcomes:
+                        self._note_error(it.path, str(e))
+                        self.queue.retry(it, str(e))
+                        by_path.pop(it.path, None)
+            except Exception as e:
+                log.exception("batch of %d failed", len(group))
+                for it in group:
+                    if it.path not in outcomes:
+                        self._note_error(it.path, f"{type(e).__name__}: {e}")
+                        self.queue.retry(it, f"{type(e).__name__}: {e}")
+                        by_path.pop(it.path, None)
+
+        done: list[Item] = []
+        notes: dict[int, str] = {}
+        n_indexed = 0
+        for path, it in by_path.items():
+            o = outcomes.get(path)
+            if o is None or o.status in _SETTLED:
+                done.append(it)
+                if o is not None and o.status == "failed" and o.error:
+                    notes[it.id] = o.error
+                    if o.error != "file vanished":
+                        self.stats.failed += 1
+                        self._note_error(path, o.error)
+                if o is not None and o.status == "indexed":
+                    n_indexed += 1
+                elif o is not None and o.status == "linked":
+                    self.stats.linked += 1
+            else:  # retry
+                self._note_error(path, o.error or "retry")
+                self.queue.retry(it, o.error or "retry")
+        self.queue.done(done, note=notes)
+        self.stats.indexed += n_indexed
+        return n_indexed
+
+    # Reporting ---------------------------------------------------------------
+    def images_per_second(self, window: float = 300.0) -> float | None:
+        """Images indexed per second of work over the last few minutes; None if none were."""
+        now = time.time()
+        recent = [(n, dt) for t, n, dt in self._recent if now - t <= window]
+        busy = sum(dt for _, dt in recent)
+        if not recent or busy <= 0:
+            return None
+        return round(sum(n for n, _ in recent) / busy, 3)

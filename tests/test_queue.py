@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from pixgrep.daemon.queue import Job, WorkQueue, backoff
+from pixgrep.db import Database
+
+
+@pytest.fixture
+def q(tmp_path: Path) -> WorkQueue:
+    db = Database(tmp_path / "q.sqlite")
+    yield WorkQueue(db, max_attempts=3)
+    db.close()
+
+
+def test_claim_done_cycle_and_coalescing(q: WorkQueue) -> None:
+    q.put([Job("/a.jpg"), Job("/b.jpg"), Job("/a.jpg")])  # a burst on /a.jpg coalesces
+    assert q.depth()["pending"] == 2
+    items = q.claim(10)
+    assert [it.path for it in items] == ["/a.jpg", "/b.jpg"]
+    assert q.depth() == {"pending": 0, "processing": 2, "done": 0, "failed": 0}
+    assert q.claim(10) == []
+    q.done(items)
+    assert q.depth()["done"] == 2
+
+
+def test_event_during_processing_requeues(q: WorkQueue) -> None:
+    q.upsert("/a.jpg")
+    (item,) = q.claim(1)
+    q.upsert("/a.jpg")  # the file changed again while the worker was reading it
+    q.done([item])  # must not swallow the newer event
+    assert [(r[0], r[2]) for r in q.rows()] == [("/a.jpg", "pending")]
+    assert [it.path for it in q.claim(1)] == ["/a.jpg"]
+
+
+def test_pending_move_absorbs_upsert_and_delete(q: WorkQueue) -> None:
+    q.move("/old.jpg", "/new.jpg")
+    q.upsert("/new.jpg")
+    q.delete("/new.jpg")
+    (item,) = q.claim(5)
+    assert (item.op, item.src) == ("move", "/old.jpg")
+    q.done([item])
+    q.upsert("/new.jpg")  # after the move is done, a new event is a plain upsert
+    (item,) = q.claim(5)
+    assert (item.op, item.src) == ("upsert", None)
+
+
+def test_force_absorbs_upsert(q: WorkQueue) -> None:
+    q.upsert("/a.jpg", force=True)
+    q.upsert("/a.jpg")
+    assert q.claim(1)[0].op == "force"
+
+
+def test_crash_recovery_returns_claims_and_gives_up_on_repeat_offenders(q: WorkQueue) -> None:
+    q.put([Job("/a.jpg"), Job("/b.jpg")])
+    q.claim(1)  # claimed, then the process "crashes"
+    assert q.recover() == 1
+    assert q.depth()["pending"] == 2
+    for _ in range(2):  # /a.jpg is in flight during every crash; /b.jpg gets done
+        items = q.claim(2)
+        q.done([it for it in items if it.path == "/b.jpg"])
+        q.recover()
+    rows = {r[0]: r for r in q.rows()}
+    assert rows["/a.jpg"][2] == "failed" and "crashes" in (rows["/a.jpg"][3] or "")
+    assert rows["/b.jpg"][2] == "done"
+
+
+def test_retry_backs_off_then_fails(q: WorkQueue) -> None:
+    q.upsert("/a.jpg")
+    (item,) = q.claim(1)
+    t0 = time.time()
+    assert q.retry(item, "Milvus down")
+    assert q.claim(1) == []  # not due yet
+    due = q.next_due()
+    assert due is not None and due >= t0 + backoff(1) - 0.01
+    with q.db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE queue SET not_before = 0")
+    (item,) = q.claim(1)
+    assert item.attempts == 1
+    assert q.retry(item, "Milvus down")
+    with q.db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE queue SET not_before = 0")
+    (item,) = q.claim(1)
+    assert not q.retry(item, "Milvus down")  # third attempt of three
+    assert q.failures()[0]["error"].startswith("gave up after 3 attempts")
+    assert q.requeue_failed() == 1
+    assert q.claim(1)[0].attempts == 0
+
+
+def test_defer_does_not_count_an_attempt(q: WorkQueue) -> None:
+    q.upsert("/a.jpg")
+    (item,) = q.claim(1)
+    q.defer(item, time.time() - 1)
+    (item,) = q.claim(1)
+    assert item.attempts == 0
+
+
+def test_backoff_grows_and_caps() -> None:
+    assert [backoff(n) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
+    assert backoff(50) == 600.0
+
+
+def test_prune_and_non_utf8_paths(q: WorkQueue) -> None:
+    odd = b"/pics/caf\xe9.jpg".decode("utf-8", "surrogateescape")
+    q.upsert(odd)
+    (item,) = q.claim(1)
+    assert item.path == odd
+    q.done([item])
+    assert q.prune(older_than=-1) == 1
+    assert q.rows() == []
+
+
+def test_durable_across_reopen(tmp_path: Path) -> None:
+    db = Database(tmp_path / "q.sqlite")
+    WorkQueue(db).put([Job("/a.jpg"), Job("/b.jpg", "delete")])
+    db.close()
+    with sqlite3.connect(tmp_path / "q.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM queue WHERE state = 'pending'").fetchone()[0] == 2
+    db = Database(tmp_path / "q.sqlite")
+    assert [(it.path, it.op) for it in WorkQueue(db).claim(5)] == [("/a.jpg", "upsert"), ("/b.jpg", "delete")]
+    db.close()
+
+
+def test_schema_2_database_gains_the_src_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = Database(path)
+    db.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE queue")
+        conn.execute(
+            "CREATE TABLE queue (id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL, op VARCHAR(16) NOT NULL, "
+            "state VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL, not_before FLOAT NOT NULL, error TEXT, "
+            "enqueued_at FLOAT NOT NULL, claimed_at FLOAT)"
+        )
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db = Database(path)
+    q = WorkQueue(db)
+    q.move("/a.jpg", "/b.jpg")
+    assert q.claim(1)[0].src == "/a.jpg"
+    db.close()
