@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tqdm
+
+# tqdm's monitor thread outlives every bar and would read as a leak; it only
+# adjusts refresh rates.
+tqdm.tqdm.monitor_interval = 0
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus" / "memes"

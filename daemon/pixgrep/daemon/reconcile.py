@@ -7,8 +7,10 @@ per folder and one ``os.scandir`` walk: no per-file queries.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -52,11 +54,33 @@ def _known(db: Database, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
     return out
 
 
+class _Matcher:
+    """FileFilter.accepts for files under folders already pruned by dir_ok, as one regex per rule kind."""
+
+    def __init__(self, flt: scan.FileFilter) -> None:
+        def union(pats: list[str]) -> re.Pattern[str] | None:
+            return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in pats)) if pats else None
+
+        self.exts = flt.extensions
+        self.name_ex = union([p for p in flt.exclude if "/" not in p])
+        self.rel_ex = union([p for p in flt.exclude if "/" in p])
+        self.include = union(list(flt.include))
+
+    def accepts(self, name: str, rel: str) -> bool:
+        if not name.lower().endswith(self.exts):
+            return False
+        if self.name_ex is not None and self.name_ex.match(name):
+            return False
+        if self.rel_ex is not None and self.rel_ex.match(rel):
+            return False
+        return self.include is None or bool(self.include.match(rel) or self.include.match(name))
+
+
 def _walk(root: str, flt: scan.FileFilter, report: Report) -> dict[bytes, tuple[int, int, int]]:
     """Accepted files under ``root`` -> (size, mtime_ns, inode); unreadable folders land in the report."""
     found: dict[bytes, tuple[int, int, int]] = {}
-    exts = flt.extensions
-    simple = not flt.include and not any("/" in p for p in flt.exclude)
+    m = _Matcher(flt)
+    cut = len(root.rstrip("/")) + 1
     stack = [root]
     while stack:
         d = stack.pop()
@@ -75,13 +99,8 @@ def _walk(root: str, flt: scan.FileFilter, report: Report) -> dict[bytes, tuple[
                         if flt.dir_ok(name):
                             stack.append(entry.path)
                         continue
-                    if not name.lower().endswith(exts):
-                        continue
                     path = entry.path
-                    if simple:
-                        if not flt.dir_ok(name):
-                            continue
-                    elif not flt.accepts(path, root):
+                    if not m.accepts(name, path[cut:]):
                         continue
                     st = entry.stat()  # follows a symlinked file, like the pipeline does
                 except OSError:

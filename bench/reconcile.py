@@ -1,0 +1,145 @@
+"""Startup reconcile over N unchanged files (target: 100k in <= 10 s).
+
+Creates N real tiny files in a tree, books them in SQLite as indexed (synthetic
+rows whose size/mtime/inode match the disk), then times ``reconcile()``: one
+bulk SELECT plus an os.scandir walk with a stat per file. Runs it a few times
+(warm page cache) and also once through a real daemon (the time it reports in
+``pixgrep status --json``).
+
+    PYTHONPATH=daemon:cli python bench/reconcile.py [--files 100000] [--dir /tmp/x] [--no-daemon]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from pixgrep import scan
+from pixgrep.daemon.queue import WorkQueue
+from pixgrep.daemon.reconcile import reconcile
+from pixgrep.db import Database
+from pixgrep.settings import load_settings
+
+
+def make_tree(root: Path, n: int, per_dir: int = 1000) -> list[tuple[bytes, str, int, int, int]]:
+    rows = []
+    for i in range(n):
+        d = root / f"{i // per_dir // 100:02d}" / f"{i // per_dir:04d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        p = d / f"img{i:07d}.jpg"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"\xff\xd8\xff")
+        os.close(fd)
+        st = os.stat(p)
+        rows.append((os.fsencode(str(p)), f"{i:032x}", st.st_size, st.st_mtime_ns, st.st_ino))
+    return rows
+
+
+def book(db: Database, rows: list[tuple[bytes, str, int, int, int]]) -> None:
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO contents (hash, status, text, lines_json, captions_json, versions_json, retryable, attempts, "
+            "created_at, updated_at) VALUES (?, 'done', '', '[]', '[]', '{}', 0, 1, 0, 0)",
+            [(r[1],) for r in rows],
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO paths (path, content_hash, size, mtime_ns, inode, attempts, seen_at) VALUES (?, ?, ?, ?, ?, 0, 0)",
+            rows,
+        )
+
+
+def machine() -> str:
+    mem = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    return f"{platform.machine()}, {os.cpu_count()} cores, {mem} GiB RAM, Python {platform.python_version()}"
+
+
+def via_daemon(home: Path, root: Path, timeout: float = 300) -> float:
+    run = Path(tempfile.mkdtemp(prefix="pgrun-"))
+    run.chmod(0o700)
+    cfg = home / "config.toml"
+    cfg.write_text(f'[[watch.folders]]\npath = "{root}"\n')
+    env = {
+        **os.environ,
+        "PIXGREP_HOME": str(home),
+        "XDG_RUNTIME_DIR": str(run),
+        "PIXGREP_CONFIG_FILE": str(cfg),
+        "PIXGREP_OCR__WORKERS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixgrep_cli.main", "daemon"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    sock = run / "pixgrep" / "api.sock"
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://d") as c:
+                    rec = c.get("/v1/status").json().get("daemon", {}).get("reconcile", {}).get(str(root))
+                if rec:
+                    assert rec["queued"] == 0 and rec["deleted"] == 0, rec
+                    return float(rec["seconds"])
+            except (httpx.HTTPError, OSError, ValueError):
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "daemon died")
+            time.sleep(0.1)
+        raise TimeoutError("no reconcile report from the daemon")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-daemon", action="store_true")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="pixgrep-reconcile-", dir=args.dir))
+    try:
+        root = base / "pics"
+        home = base / "home"
+        t0 = time.monotonic()
+        rows = make_tree(root, args.files)
+        db = Database(home / "pixgrep.sqlite")
+        book(db, rows)
+        print(f"# setup: {args.files} files and rows in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        os.environ["PIXGREP_HOME"] = str(home)
+        flt = scan.FileFilter.from_settings(load_settings())
+        q = WorkQueue(db)
+        times = []
+        for _ in range(args.runs):
+            t = time.monotonic()
+            r = reconcile(db, q, str(root), flt)
+            times.append(time.monotonic() - t)
+            assert (r.files, r.unchanged, r.queued, r.deleted) == (args.files, args.files, 0, 0), r
+        db.close()
+        print(f"machine: {machine()}")
+        print(f"| files | run | seconds | files/s |\n|---:|---|---:|---:|")
+        for i, t in enumerate(times):
+            print(f"| {args.files} | in-process #{i + 1} | {t:.2f} | {args.files / t:,.0f} |")
+        if not args.no_daemon:
+            t = via_daemon(home, root)
+            print(f"| {args.files} | daemon start-up | {t:.2f} | {args.files / t:,.0f} |")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

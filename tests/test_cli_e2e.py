@@ -1,0 +1,120 @@
+"""End to end: the `pixgrep` CLI as a subprocess on real memes from the corpus."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, copy_corpus, corpus_files
+from PIL import Image
+
+# (query as a user would type it, the meme it must find at rank 1). Most memes are
+# traditional Chinese; most queries are typed in simplified script.
+CASES = [
+    ("萨诺斯弹指之后", "dank_meme_therapy/2019-06-11_13-10-36_UTC_4.jpg"),
+    ("他回家偷玩手机", "001/0031.jpg"),
+    ("我们要谈谈饮酒", "tantanaweawe/2020-04-13_13-57-52_UTC.jpg"),
+    ("为了防止眼部", "2/20_to_protect.jpg"),
+    ("菜市場的魚", "dank_meme_therapy/2020-09-28_06-31-07_UTC.jpg"),
+    ("Post Malone", "littlecitymeme/2021-06-11_04-29-55_UTC.jpg"),
+    ("minecraft", "2/09_minecraft_dog.jpg"),
+]
+
+pytestmark = pytest.mark.slow
+
+
+def _pixgrep(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "pixgrep_cli.main", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    wanted = [CORPUS / f for _, f in CASES]
+    others = [f for f in corpus_files(200, stride=37) if f not in wanted][: 30 - len(wanted)]
+    pics = tmp / "memes"
+    copy_corpus(pics, wanted[:4])
+    copy_corpus(pics / "sub", wanted[4:] + others)
+    mp4 = next(CORPUS.rglob("*.mp4"), None)
+    if mp4 is not None:
+        shutil.copyfile(mp4, pics / "actually-a-video.jpg")
+    env = {
+        **os.environ,
+        "PIXGREP_HOME": str(tmp / "home"),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "XDG_RUNTIME_DIR": str(tmp / "run"),
+    }
+    r = _pixgrep("index", str(pics), env=env)
+    assert "30 indexed" in r.stdout, r.stdout + r.stderr
+    return pics, env
+
+
+def _name(corpus_rel: str) -> str:
+    parent, name = corpus_rel.split("/")
+    return f"{parent}__{name}"
+
+
+@pytest.mark.parametrize("query, expected", CASES)
+def test_phrase_finds_its_meme_at_rank_1(indexed: tuple[Path, dict[str, str]], query: str, expected: str) -> None:
+    _, env = indexed
+    r = _pixgrep("search", query, "--json", "-k", "5", env=env)
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert hits, r.stderr
+    assert Path(hits[0]["path"]).name == _name(expected), hits[:2]
+    assert set(hits[0]) == {"path", "score", "source", "text"}
+    assert hits[0]["source"] == "ocr"
+
+
+def test_human_output_and_daemonless_notice(indexed: tuple[Path, dict[str, str]]) -> None:
+    _, env = indexed
+    r = _pixgrep("search", "萨诺斯弹指", "-k", "3", env=env)
+    first = r.stdout.splitlines()[0].split("\t")
+    assert first[0].endswith(_name(CASES[0][1]))
+    assert float(first[1]) > 0 and first[2] == "ocr" and "薩諾斯彈指" in first[3]
+    assert "no daemon running" in r.stderr
+
+
+def test_in_dir_and_montage(indexed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    pics, env = indexed
+    r = _pixgrep("search", "菜市場的魚", "--json", "--in", str(pics / "sub"), env=env)
+    paths = [json.loads(line)["path"] for line in r.stdout.splitlines()]
+    assert paths and all(p.startswith(str(pics / "sub") + "/") for p in paths)
+    r = _pixgrep("search", "他回家偷玩手机", "--json", "--in", str(pics / "sub"), "-k", "3", env=env)
+    assert all(not p.endswith(_name(CASES[1][1])) for p in (json.loads(x)["path"] for x in r.stdout.splitlines()))
+
+    out = tmp_path / "grid.jpg"
+    _pixgrep("search", "我", "-k", "6", "--montage", str(out), env=env)
+    with Image.open(out) as im:
+        assert im.format == "JPEG" and im.width >= 512 and im.height >= 256
+
+
+def test_status_lists_the_failure(indexed: tuple[Path, dict[str, str]]) -> None:
+    pics, env = indexed
+    if not (pics / "actually-a-video.jpg").exists():
+        pytest.skip("no mp4 in the corpus")
+    r = _pixgrep("status", "--failed", env=env)
+    assert "indexed:  30 images" in r.stdout
+    assert "actually-a-video.jpg: not an image (looks like an MP4/MOV video)" in r.stdout
+    st = json.loads(_pixgrep("status", "--json", env=env).stdout)
+    assert st["counts"]["indexed"] == 30 and st["daemon"]["running"] is False
+
+
+def test_second_run_is_incremental(indexed: tuple[Path, dict[str, str]]) -> None:
+    pics, env = indexed
+    r = _pixgrep("index", str(pics), env=env)
+    # The video failed for good: it is not retried while its bytes stay the same.
+    assert "0 indexed" in r.stdout and "31 unchanged" in r.stdout, r.stdout
+
+
+def test_no_matches_exit_code(indexed: tuple[Path, dict[str, str]]) -> None:
+    _, env = indexed
+    r = _pixgrep("search", "zzqxv", "--mode", "keyword", env=env, check=False)
+    assert r.returncode == 1 and "no matches" in r.stderr
