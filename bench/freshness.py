@@ -71,8 +71,6 @@ def main() -> None:
                     print(f"# not searchable after 30 s: {dst.name} ({query!r})", file=sys.stderr)
                     break
                 time.sleep(0.02)
-            else:  # pragma: no cover
-                pass
             times.append(time.perf_counter() - t0)
             time.sleep(args.pause)
         d.wait_idle()
@@ -91,9 +89,7 @@ def main() -> None:
     print("| memes | stable_seconds | p50 s | p95 s | max s | misses |")
     print("|---:|---:|---:|---:|---:|---:|")
     stable = args.stable if args.stable is not None else 0.5
-    print(
-        f"| {len(times)} | {stable} | {pct(times, 50):.2f} | {pct(times, 95):.2f} | {max(times):.2f} | {misses} |"
-    )
+    print(f"| {len(times)} | {stable} | {pct(times, 50):.2f} | {pct(times, 95):.2f} | {max(times):.2f} | {misses} |")
     print(
         f"RSS after the run: daemon {rss['daemon']:.0f} MiB (peak {rss['daemon_peak']:.0f} MiB), "
         f"OCR worker processes {rss['children']:.0f} MiB, total {rss['daemon'] + rss['children']:.0f} MiB"

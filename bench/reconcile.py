@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-
+from _daemon import machine
 from pixgrep import scan
 from pixgrep.daemon.queue import WorkQueue
 from pixgrep.daemon.reconcile import reconcile
@@ -56,15 +55,6 @@ def book(db: Database, rows: list[tuple[bytes, str, int, int, int]]) -> None:
             "INSERT INTO paths (path, content_hash, size, mtime_ns, inode, attempts, seen_at) VALUES (?, ?, ?, ?, ?, 0, 0)",
             rows,
         )
-
-
-def machine() -> str:
-    mem = 0
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) // 1024 // 1024
-    return f"{platform.machine()}, {os.cpu_count()} cores, {mem} GiB RAM, Python {platform.python_version()}"
 
 
 def via_daemon(home: Path, root: Path, timeout: float = 300) -> float:
@@ -131,7 +121,7 @@ def main() -> None:
             assert (r.files, r.unchanged, r.queued, r.deleted) == (args.files, args.files, 0, 0), r
         db.close()
         print(f"machine: {machine()}")
-        print(f"| files | run | seconds | files/s |\n|---:|---|---:|---:|")
+        print("| files | run | seconds | files/s |\n|---:|---|---:|---:|")
         for i, t in enumerate(times):
             print(f"| {args.files} | in-process #{i + 1} | {t:.2f} | {args.files / t:,.0f} |")
         if not args.no_daemon:

@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 
@@ -60,8 +62,14 @@ def _same_fs_as_root(path: Path) -> bool:
 class Container:
     """One booted container; use as a context manager."""
 
-    def __init__(self, workdir: Path, *, binds: dict[Path, str] | None = None, ro_binds: list[Path] | None = None,
-                 boot_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        binds: dict[Path, str] | None = None,
+        ro_binds: list[Path] | None = None,
+        boot_timeout: float = 60.0,
+    ) -> None:
         self.workdir = workdir
         self.name = f"pixgrep-test-{os.getpid()}"
         self.binds = dict(binds or {})
@@ -74,7 +82,7 @@ class Container:
         self.init_pid = 0
 
     # Lifecycle -----------------------------------------------------------------
-    def __enter__(self) -> Container:
+    def __enter__(self) -> Self:
         try:
             self.boot()
         except BaseException:
@@ -110,7 +118,11 @@ class Container:
         with self.console.open("wb") as out:
             self.proc = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private", "sh", "-c", _BOOT, "sh", *args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.boot_timeout
         while not self.init_pid:
@@ -118,7 +130,7 @@ class Container:
                 raise BootError(f"systemd-nspawn exited with {self.proc.returncode}:\n{self.console_text()}")
             if time.monotonic() > deadline:
                 raise BootError(f"no container init after {self.boot_timeout}s:\n{self.console_text()}")
-            self.init_pid = _child_of(self.proc.pid)
+            self.init_pid = _container_init(self.proc.pid)
             time.sleep(0.05)
         last = ""
         while True:
@@ -151,14 +163,27 @@ class Container:
         return "\n".join(lines[-tail:])
 
     # Inside ----------------------------------------------------------------------
-    def run(self, argv: list[str], *, check: bool = True, timeout: float = 60.0, env: dict[str, str] | None = None,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in the container (all its namespaces, its root, a clean environment)."""
         base = {"PATH": CONTAINER_PATH, "HOME": "/root", "LANG": "C.UTF-8", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}
         envv = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
         cmd = ["nsenter", f"--target={self.init_pid}", "--all", "--root", "--wd", "env", "-i", *envv, *argv]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
-                             stdin=None if input is not None else subprocess.DEVNULL)
+        res = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         if check and res.returncode != 0:
             raise AssertionError(
                 f"in container: `{shlex.join(argv)}` exited {res.returncode}\n"
@@ -166,17 +191,18 @@ class Container:
             )
         return res
 
-    def sh(self, script: str, **kw: object) -> subprocess.CompletedProcess[str]:
-        return self.run(["sh", "-ec", script], **kw)  # type: ignore[arg-type]
+    def sh(self, script: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.run(["sh", "-ec", script], **kw)
 
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
         q = shlex.quote(path)
-        self.run(["sh", "-ec", f"mkdir -p \"$(dirname {q})\"; cat > {q}; chmod {mode:o} {q}"], input=text)
+        self.run(["sh", "-ec", f'mkdir -p "$(dirname {q})"; cat > {q}; chmod {mode:o} {q}'], input=text)
 
     def journal(self, *args: str, tail: int = 200) -> str:
         try:
-            res = self.run(["journalctl", "--no-pager", "-o", "short-monotonic", "-n", str(tail), *args],
-                           check=False, timeout=30)
+            res = self.run(
+                ["journalctl", "--no-pager", "-o", "short-monotonic", "-n", str(tail), *args], check=False, timeout=30
+            )
         except (subprocess.SubprocessError, OSError) as e:
             return f"(no journal: {e})"
         return f"--- journal {' '.join(args)} ---\n{res.stdout}{res.stderr}"
@@ -185,27 +211,36 @@ class Container:
         out = self.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def wait_for(self, what: str, check: object, timeout: float, interval: float = 0.25) -> None:
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float, interval: float = 0.25) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            if check():  # type: ignore[operator]
+            if check():
                 return
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout}s waiting for {what}\n{self.journal(tail=120)}")
             time.sleep(interval)
 
 
-def _child_of(pid: int) -> int:
+def _container_init(nspawn_pid: int) -> int:
+    """The child of ``nspawn_pid`` that is PID 1 of a new PID namespace, or 0.
+
+    Checking the namespace PID matters: before the shell execs nspawn, its
+    children are the mount commands.
+    """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
+            status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
         # The command name may hold spaces and parentheses: fields start after the last ')'.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid:
+        if int(fields[1]) != nspawn_pid:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if len(nspid) >= 2 and nspid[-1] == "1":
             return int(entry)
     return 0
 

@@ -129,15 +129,31 @@ def test_daemon_serves_the_cli_live(daemon: DaemonProc, env: dict[str, str], tmp
 
     wait_for(found, 60, "the CLI to find the dropped image")
 
-    # The CLI's search path through the daemon imports nothing heavy.
-    probe = (
-        "import sys; sys.argv = ['pixgrep', 'search', '--json', 'BUS']\n"
-        "from pixgrep_cli.main import main\n"
-        "try:\n    main(prog_name='pixgrep')\nexcept SystemExit:\n    pass\n"
-        f"print('HEAVY', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60).stdout
-    assert "dropped.jpg" in out and "HEAVY []" in out, out
+    # The CLI's search path through the daemon imports nothing heavy; the console script's
+    # fast path not even click, pydantic or httpx. Both print the same.
+    def probe(entry: str, *args: str) -> str:
+        code = (
+            f"import sys; sys.argv = ['pixgrep', *{list(args)!r}]\n"
+            f"from {entry} import run\n"
+            "try:\n    run()\nexcept SystemExit:\n    pass\n"
+            "sys.stdout.flush()\n"
+            "print('MODULES', sorted({m.split('.')[0] for m in sys.modules}))\n"
+        )
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        return r.stdout
+
+    for args in (
+        ("search", "--json", "BUS"),
+        ("search", "-k", "3", "BUS"),
+        ("search", "--mode", "keyword", "nothing-like-this"),
+    ):
+        full, quick = probe("pixgrep_cli.main", *args), probe("pixgrep_cli.entry", *args)
+        full_out, full_mods = full.split("MODULES")
+        quick_out, quick_mods = quick.split("MODULES")
+        assert full_out == quick_out
+        assert not set(eval(full_mods)) & set(HEAVY)
+        assert not set(eval(quick_mods)) & {*HEAVY, "pydantic", "pydantic_settings", "httpx", "click"}
+    assert "dropped.jpg" in full_out or "dropped.jpg" in probe("pixgrep_cli.entry", "search", "BUS")
 
     info = json.loads(cli(env, "status", "--json").stdout)
     assert info["daemon"]["running"] and info["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]

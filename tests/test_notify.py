@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from pixgrep.daemon import notify
 from pixgrep.daemon.notify import Notifier
 
@@ -24,8 +23,11 @@ except ImportError:
     HAVE_SYSTEMD_PYTHON = False
 
 BACKENDS = [
-    pytest.param(True, id="systemd-python",
-                 marks=pytest.mark.skipif(not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed")),
+    pytest.param(
+        True,
+        id="systemd-python",
+        marks=pytest.mark.skipif(not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed"),
+    ),
     pytest.param(False, id="socket"),
 ]
 

@@ -254,3 +254,45 @@ def test_tesseract_backend(tmp_path: Path, home: Path) -> None:
             c = s.get(Content, _hash_of(ix, d / "zh.png"))
             assert c is not None and "tesseract" in c.versions["ocr"]
             assert "中文" in c.text or "識別" in c.text or "识别" in c.text, c.text
+
+
+def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, ocr_calls: list[int]) -> None:
+    d = tmp_path / "pics"
+    a = render(d / "a.png", ["同一張圖"])
+    shutil.copyfile(a, d / "b.png")
+    (d / "bad1.jpg").write_bytes(b"not an image at all")
+    shutil.copyfile(d / "bad1.jpg", d / "bad2.jpg")
+    r = index_paths(index, [str(d)])
+    assert (r.indexed, r.linked, r.failed) == (1, 1, 2)
+    assert len(ocr_calls) == 2  # one per distinct content, the bad one included
+    assert _hash_of(index, d / "bad2.jpg") == _hash_of(index, d / "bad1.jpg")
+
+
+def test_schema_upgrade_from_version_1(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pixgrep.db import SCHEMA_VERSION, Database
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(
+        """
+        CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE contents (hash VARCHAR(64) PRIMARY KEY, status VARCHAR(16) NOT NULL, source VARCHAR(16),
+            text TEXT NOT NULL, lines_json TEXT NOT NULL, width INTEGER, height INTEGER, versions_json TEXT NOT NULL,
+            error TEXT, retryable BOOLEAN NOT NULL, attempts INTEGER NOT NULL, created_at FLOAT NOT NULL,
+            updated_at FLOAT NOT NULL);
+        INSERT INTO contents VALUES ('abc', 'done', 'ocr', 'old text', '[]', 1, 1, '{}', NULL, 0, 1, 0, 0);
+        """
+    )
+    con.commit()
+    con.close()
+    db = Database(path)
+    try:
+        assert db.get_meta("schema_version") == str(SCHEMA_VERSION)
+        with db.session() as s:
+            c = s.get(Content, "abc")
+            assert c is not None and c.text == "old text" and c.captions == []
+    finally:
+        db.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from pixgrep.daemon import units
 from pixgrep_cli.main import main
 
@@ -26,8 +25,13 @@ def verify(unit: Path, scope: units.Scope, tmp_path: Path) -> str:
     runtime = tmp_path / "xdg-runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     # A user manager cannot even be simulated without XDG_RUNTIME_DIR.
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime),
-           "LANG": "C.UTF-8", "SYSTEMD_LOG_COLOR": "0"}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "LANG": "C.UTF-8",
+        "SYSTEMD_LOG_COLOR": "0",
+    }
     argv = ["systemd-analyze", *(["--user"] if scope == "user" else []), "verify", str(unit)]
     res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
     return (res.stdout + res.stderr).strip() + ("" if res.returncode == 0 else f"\n(exit {res.returncode})")
@@ -73,8 +77,12 @@ def test_verify_does_report_problems(tmp_path: Path) -> None:
 
 @needs_analyze
 def test_system_unit_exposure(tmp_path: Path) -> None:
-    res = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(SHIPPED / "pixgrep.service")],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(SHIPPED / "pixgrep.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for pixgrep\.service: ([\d.]+)", res.stdout)
     assert m, res.stdout + res.stderr
     assert float(m.group(1)) <= 2.0, res.stdout
@@ -84,12 +92,22 @@ def test_system_unit_exposure(tmp_path: Path) -> None:
 def test_unit_settings(unit: str) -> None:
     settings = [line for line in unit.splitlines() if line and not line.startswith(("#", "["))]
     keys = [line.split("=", 1)[0] for line in settings]
-    for key, value in [("Type", "notify"), ("NotifyAccess", "main"), ("ExecReload", "/bin/kill -HUP $MAINPID"),
-                       ("Restart", "on-failure"), ("RestartPreventExitStatus", "78"), ("ProtectSystem", "strict"),
-                       ("ProtectHome", "read-only"), ("NoNewPrivileges", "yes"), ("Nice", "10"),
-                       ("IOSchedulingClass", "idle"), ("CPUSchedulingPolicy", "batch"), ("RuntimeDirectory", "pixgrep"),
-                       ("RuntimeDirectoryMode", "0700"),
-                       ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6")]:
+    for key, value in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Restart", "on-failure"),
+        ("RestartPreventExitStatus", "78"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "read-only"),
+        ("NoNewPrivileges", "yes"),
+        ("Nice", "10"),
+        ("IOSchedulingClass", "idle"),
+        ("CPUSchedulingPolicy", "batch"),
+        ("RuntimeDirectory", "pixgrep"),
+        ("RuntimeDirectoryMode", "0700"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+    ]:
         assert f"{key}={value}" in settings, key
     assert "MemoryDenyWriteExecute" not in keys  # torch's oneDNN JIT needs W+X pages
     once = [k for k in keys if k not in ("Environment", "ExecStartPre")]
@@ -99,8 +117,15 @@ def test_unit_settings(unit: str) -> None:
 
 def test_system_unit_paths() -> None:
     lines = units.SYSTEM_UNIT.splitlines()
-    for line in ["User=pixgrep", "StateDirectory=pixgrep", "CacheDirectory=pixgrep", "Environment=PIXGREP_HOME=%S/pixgrep",
-                 "Environment=XDG_RUNTIME_DIR=/run", "PrivateDevices=yes", "PrivateTmp=yes"]:
+    for line in [
+        "User=pixgrep",
+        "StateDirectory=pixgrep",
+        "CacheDirectory=pixgrep",
+        "Environment=PIXGREP_HOME=%S/pixgrep",
+        "Environment=XDG_RUNTIME_DIR=/run",
+        "PrivateDevices=yes",
+        "PrivateTmp=yes",
+    ]:
         assert line in lines
     assert "DynamicUser=yes" not in lines
 
@@ -128,8 +153,9 @@ def test_pixgrep_command_is_this_installation() -> None:
 
 
 def test_module_fallback_runs_the_cli() -> None:
-    res = subprocess.run([sys.executable, "-m", "pixgrep_cli.main", "service", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "pixgrep_cli.main", "service", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and "install" in res.stdout, res
 
 
@@ -198,7 +224,8 @@ def test_install_system_runs_sysusers_reload_enable_restart(tmp_path: Path, monk
     assert fake.calls == [
         ["systemd-sysusers", str(sysusers)],
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "pixgrep.service"],
+        # --unit-dir may be outside systemd's search path: enabled by path, which links it in.
+        ["systemctl", "enable", str(tmp_path / "system" / "pixgrep.service")],
         ["systemctl", "restart", "pixgrep.service"],
     ]
     assert oct(report.unit_path.stat().st_mode & 0o777) == "0o644"
@@ -207,7 +234,10 @@ def test_install_system_runs_sysusers_reload_enable_restart(tmp_path: Path, monk
 def test_install_user_no_start(tmp_path: Path) -> None:
     fake = FakeSystemctl()
     report = units.install("user", unit_dir=tmp_path, start=False, runner=fake)
-    assert fake.calls == [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "pixgrep.service"]]
+    assert fake.calls == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", str(tmp_path / "pixgrep.service")],
+    ]
     assert "PrivateUsers=yes" in report.unit_path.read_text()
     assert any("enable-linger" in h for h in report.hints)
 
@@ -230,6 +260,30 @@ def test_install_without_permission(tmp_path: Path) -> None:
         target.chmod(0o700)
 
 
+def test_install_in_default_dir_enables_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    fake = FakeSystemctl()
+    report = units.install("user", runner=fake)
+    assert report.unit_path == tmp_path / "systemd" / "user" / "pixgrep.service"
+    assert ["systemctl", "--user", "enable", "pixgrep.service"] in fake.calls
+
+
+def test_unreachable_program_is_warned_about(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    exe = home / "venv" / "bin" / "pixgrep"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/usr/bin/python3\n")
+    exe.chmod(0o755)
+    home.chmod(0o700)
+    # (pytest's own temporary folders above are 0700 too.)
+    assert home in units.unreachable([str(exe)])
+    report = units.install("system", unit_dir=tmp_path / "units", command=[str(exe)], enable=False)
+    assert any(str(home) in h and h.startswith("warning") for h in report.hints)
+    home.chmod(0o755)
+    assert home not in units.unreachable([str(exe)])
+    assert units.unreachable(["/usr/bin/env"]) == []
+
+
 def test_default_unit_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert units.default_unit_dir("system") == Path("/etc/systemd/system")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
@@ -244,8 +298,10 @@ def test_uninstall(tmp_path: Path) -> None:
     units.install("user", unit_dir=tmp_path, enable=False)
     report = units.uninstall("user", unit_dir=tmp_path, runner=fake)
     assert not (tmp_path / "pixgrep.service").exists()
-    assert fake.calls == [["systemctl", "--user", "disable", "--now", "pixgrep.service"],
-                          ["systemctl", "--user", "daemon-reload"]]
+    assert fake.calls == [
+        ["systemctl", "--user", "disable", "--now", "pixgrep.service"],
+        ["systemctl", "--user", "daemon-reload"],
+    ]
     assert units.uninstall("user", unit_dir=tmp_path, runner=fake).commands == []
     assert report.unit_path == tmp_path / "pixgrep.service"
 

@@ -16,20 +16,34 @@ def service() -> None:
 
 
 @service.command("install")
-@click.option("--user", "user_scope", is_flag=True,
-              help="A user service (systemctl --user) indexing into your own ~/.local/state/pixgrep.")
-@click.option("--now/--no-start", "start", default=True, show_default=True,
-              help="Start (or restart) the service after enabling it.")
-@click.option("--no-enable", is_flag=True,
-              help="Only write the unit file: no systemctl, no systemd-sysusers.")
+@click.option(
+    "--user",
+    "user_scope",
+    is_flag=True,
+    help="A user service (systemctl --user) indexing into your own ~/.local/state/pixgrep.",
+)
+@click.option(
+    "--now/--no-start",
+    "start",
+    default=True,
+    show_default=True,
+    help="Start (or restart) the service after enabling it.",
+)
+@click.option("--no-enable", is_flag=True, help="Only write the unit file: no systemctl, no systemd-sysusers.")
 @click.option("--print", "print_only", is_flag=True, help="Print the unit and change nothing.")
-@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the unit here instead of /etc/systemd/system or ~/.config/systemd/user.")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the unit here instead of /etc/systemd/system or ~/.config/systemd/user.",
+)
 def install_cmd(user_scope: bool, start: bool, no_enable: bool, print_only: bool, unit_dir: Path | None) -> None:
     """Write the pixgrep.service unit, running this pixgrep, and enable it.
 
     The system service runs as the `pixgrep` user (created with systemd-sysusers),
-    keeps its index and config in /var/lib/pixgrep and serves /run/pixgrep/api.sock.
+    reads /etc/pixgrep/config.toml, keeps its index in /var/lib/pixgrep and
+    serves /run/pixgrep/api.sock. The user service (--user) shares your CLI's
+    config and index.
     """
     from pixgrep.daemon import units
 
@@ -47,7 +61,7 @@ def install_cmd(user_scope: bool, start: bool, no_enable: bool, print_only: bool
     for argv in report.commands:
         click.echo(f"ran   {shlex.join(argv)}")
     for hint in report.hints:
-        click.echo(hint)
+        click.echo(hint, err=hint.startswith("warning"))
     if scope == "system" and not no_enable:
         click.echo(
             "watch a folder: sudo XDG_CONFIG_HOME=/etc XDG_RUNTIME_DIR=/run pixgrep watch DIR\n"

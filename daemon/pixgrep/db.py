@@ -133,12 +133,19 @@ class QueueItem(Base):
     __table_args__ = (Index("ix_queue_state_not_before", "state", "not_before"),)
 
 
+def _add_column(conn: Any, table: str, column: str, ddl: str) -> None:
+    """ALTER TABLE ADD COLUMN, if the table exists without it (create_all makes missing tables whole)."""
+    cols = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+    if cols and column not in cols:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
 def _upgrade_1_to_2(conn: Any) -> None:
-    conn.execute(text("ALTER TABLE contents ADD COLUMN captions_json TEXT NOT NULL DEFAULT '[]'"))
+    _add_column(conn, "contents", "captions_json", "TEXT NOT NULL DEFAULT '[]'")
 
 
 def _upgrade_2_to_3(conn: Any) -> None:
-    conn.execute(text("ALTER TABLE queue ADD COLUMN src BLOB"))
+    _add_column(conn, "queue", "src", "BLOB")
 
 
 # version -> function that upgrades a database from that version to the next

@@ -9,6 +9,7 @@ GPU is, if there is one.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import itertools
 import json
 import logging
@@ -73,10 +74,25 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="pixgrep-parent-watch", daemon=True).start()
 
 
+def _trim_after_each_image() -> None:
+    # glibc keeps the detector's freed buffers: an OCR process grows to ~600 MB on
+    # memes and screenshots, and to ~200 MB when the heap is trimmed after each image.
+    global _trim
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _trim = lambda: libc.malloc_trim(0)  # noqa: E731
+    except (OSError, AttributeError):
+        _trim = None
+
+
+_trim: Callable[[], object] | None = None
+
+
 def _init_worker(settings_json: str) -> None:
     global _engine, _max_mp
     if mp.parent_process() is not None:
         _exit_with_parent()
+        _trim_after_each_image()
     # Each worker is one core's worth of OCR; numeric libraries must not spawn more.
     for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
@@ -93,6 +109,8 @@ def analyze(digest: str, data: bytes, do_ocr: bool = True) -> Analysis:
     except PermanentError as e:
         return Analysis(digest, error=str(e))
     lines = _engine.recognize(im) if do_ocr else []
+    if _trim is not None:
+        _trim()
     return Analysis(digest, im.width, im.height, lines, ocr_version=_engine.version if do_ocr else "")
 
 
@@ -436,6 +454,11 @@ class Pipeline:
         policy = self.settings.pipeline.policy
         need_ocr = policy != "caption"
 
+        def fail(pend: _Pending, msg: str, *, retryable: bool) -> None:
+            self._fail_content(pend, msg, retryable=retryable)
+            for path in [pend.path, *pend.dups]:
+                done(Outcome(path, "retry" if retryable else "failed", pend.fb.digest, msg))
+
         def drain(block_until: int) -> None:
             while len(inflight) > block_until:
                 finished, _ = cf.wait(list(inflight), return_when=cf.FIRST_COMPLETED)
@@ -445,17 +468,14 @@ class Pipeline:
                         pend.analysis = fut.result()
                     except cf.process.BrokenProcessPool:
                         self.ocr_pool.restart()
-                        self._fail_content(pend, "OCR worker crashed on this image", retryable=True)
-                        done(Outcome(pend.path, "retry", pend.fb.digest, "OCR worker crashed"))
+                        fail(pend, "OCR worker crashed on this image", retryable=True)
                         continue
                     except Exception as e:  # an engine bug must not stop the run
                         log.exception("OCR failed", extra={"file": pend.path})
-                        self._fail_content(pend, f"OCR error: {e}", retryable=True)
-                        done(Outcome(pend.path, "retry", pend.fb.digest, str(e)))
+                        fail(pend, f"OCR error: {e}", retryable=True)
                         continue
                     if pend.analysis.error:
-                        self._fail_content(pend, pend.analysis.error, retryable=False)
-                        done(Outcome(pend.path, "failed", pend.fb.digest, pend.analysis.error))
+                        fail(pend, pend.analysis.error, retryable=False)
                         continue
                     batch.append(pend)
                     if len(batch) >= batch_size:
@@ -606,7 +626,8 @@ class Pipeline:
         except StoreUnavailable as e:
             for p in batch:
                 self._fail_content(p, str(e), retryable=True)
-                done(Outcome(p.path, "retry", p.fb.digest, str(e)))
+                for path in [p.path, *p.dups]:
+                    done(Outcome(path, "retry", p.fb.digest, str(e)))
             return
         with self.db.session() as s:
             for p in batch:

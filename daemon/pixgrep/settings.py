@@ -98,7 +98,9 @@ class CaptionSettings(_Section):
     model: str = ""
     backend: str = "transformers"
     device: Device = "auto"
-    batch_size: int = Field(default=8, ge=1)
+    # 16 images a generate() call: on a GPU a batch costs about what one image costs
+    # (bench/RESULTS.md); on a CPU larger batches gain little and cost memory.
+    batch_size: int = Field(default=16, ge=1)
     num_beams: int = Field(default=3, ge=1)
     max_new_tokens: int = Field(default=24, ge=1)
     # >1 samples that many captions per image with the temperature below.

@@ -95,6 +95,7 @@ class MilvusStore:
         self.timeout = timeout
         self.flush_rows = flush_rows
         self._unflushed = 0
+        self.metric = "IP"
         self._lock = threading.RLock()
         try:
             self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
@@ -124,6 +125,7 @@ class MilvusStore:
                 self._create()
             # Milvus Lite needs a load after every open; a server needs it once.
             self.client.load_collection(self.collection)
+            self.metric = self.client.describe_index(self.collection, "dense").get("metric_type", "IP")
         except EmbeddingMismatch:
             raise
         except Exception as e:
@@ -154,10 +156,12 @@ class MilvusStore:
             )
         )
         ip = self.client.prepare_index_params()
+        # Vectors are L2-normalised, so inner product is cosine; Milvus Lite's COSINE
+        # re-normalises every stored vector on every query, IP does not (2x faster here).
         if self.is_lite:
-            ip.add_index("dense", index_type="FLAT", metric_type="COSINE")
+            ip.add_index("dense", index_type="FLAT", metric_type="IP")
         else:
-            ip.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+            ip.add_index("dense", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
         ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.is_lite:
             ip.add_index("content_hash", index_type="INVERTED")
@@ -270,7 +274,7 @@ class MilvusStore:
                     anns_field="dense",
                     limit=limit,
                     output_fields=self.OUTPUT,
-                    search_params={"metric_type": "COSINE"},
+                    search_params={"metric_type": self.metric},
                     timeout=self.timeout,
                 ),
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -33,6 +34,12 @@ log = logging.getLogger("pixgrep.daemon.api")
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+
+
+class _Json(JSONResponse):
+    # ASCII escapes: a file name that isn't UTF-8 travels as \udcXX and comes back intact.
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 class ApiError(Exception):
@@ -108,18 +115,18 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
             raise ApiError(400, f"bad request: {loc}: {err['msg']}") from None
 
     def wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> _Json:
             try:
-                return JSONResponse(await handler(request))
+                return _Json(await handler(request))
             except ApiError as e:
-                return JSONResponse({"error": str(e)}, status_code=e.status)
+                return _Json({"error": str(e)}, status_code=e.status)
             except PixgrepError as e:
-                return JSONResponse({"error": str(e)}, status_code=503)
+                return _Json({"error": str(e)}, status_code=503)
             except ValueError as e:
-                return JSONResponse({"error": str(e)}, status_code=400)
+                return _Json({"error": str(e)}, status_code=400)
             except Exception as e:
                 log.exception("%s %s failed", request.method, request.url.path)
-                return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
+                return _Json({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
 
         return endpoint
 
@@ -161,9 +168,9 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
         Route("/v1/reindex", wrap(reindex), methods=["POST"]),
     ]
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> _Json:
         assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return _Json({"error": exc.detail}, status_code=exc.status_code)
 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

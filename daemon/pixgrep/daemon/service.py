@@ -39,6 +39,7 @@ log = logging.getLogger("pixgrep.daemon")
 
 STATUS_EVERY = 5.0
 STORE_RETRY = 3.0
+HEAL_EVERY = 30.0
 # Settings a running daemon cannot change; a reload only warns about them.
 _RESTART_ONLY = ("home", "image", "ocr", "embed", "caption", "pipeline", "milvus")
 
@@ -315,6 +316,8 @@ class Daemon:
         if old.socket_path != new.socket_path:
             log.warning("daemon.socket changed: restart the daemon to apply it")
         self.settings = new
+        if self.index is not None:
+            self.index.settings.search = new.search  # search tuning applies to the next query
         logging.getLogger().setLevel(new.log_level)
         flt = self._filter()
         assert self.watcher is not None and self.worker is not None
@@ -356,14 +359,10 @@ class Daemon:
             interval = self.settings.watch.rescan_interval
             full = first or "*" in asked or (interval and time.monotonic() - last_full >= interval)
             targets = [f.path for f in self.folders] if full else [p for p in asked if p != "*"]
+            # Folders that were missing (unmounted) or whose watch broke: watch and reconcile them again.
+            healed = self.watcher.heal(self.folders)
             if full:
                 last_full = time.monotonic()
-                # Folders that were missing (unmounted) may be back.
-                for f in self.folders:
-                    if any(
-                        d["path"] == os.path.abspath(f.path) and d["mode"] == "error" for d in self.watcher.folders()
-                    ):
-                        self.watcher.add(f)
                 self.queue.prune()
                 if not first and self.worker is not None and self.index is not None:
                     # Vectors whose deletion failed while Milvus was away.
@@ -371,7 +370,7 @@ class Daemon:
                         self.worker.call(self.index.pipeline.purge_orphans)
                     except Exception as e:
                         log.warning("purging orphaned vectors failed: %s", e)
-            for root in dict.fromkeys(targets):
+            for root in dict.fromkeys([*targets, *healed]):
                 if self._stop.is_set():
                     return
                 try:
@@ -380,8 +379,8 @@ class Daemon:
                     log.exception("reconcile failed", extra={"file": root})
                     self.errors.append({"time": time.time(), "path": root, "error": f"reconcile failed: {e}"})
             first = False
-            wait = max(0.5, interval - (time.monotonic() - last_full)) if interval else 3600.0
-            self._rescan_kick.wait(wait)
+            wait = max(0.5, interval - (time.monotonic() - last_full)) if interval else HEAL_EVERY
+            self._rescan_kick.wait(min(wait, HEAL_EVERY))
             self._rescan_kick.clear()
 
     # Roots --------------------------------------------------------------------

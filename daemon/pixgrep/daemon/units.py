@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -56,8 +57,8 @@ ExecReload=/bin/kill -HUP $MAINPID
 # The daemon pings at half this interval from its main loop; a hung loop gets
 # the process killed and restarted.
 WatchdogSec=60s
-# Start-up loads the models and reconciles the watched folders; the daemon
-# asks for more time (EXTEND_TIMEOUT_USEC) when it needs it.
+# Start-up loads the models and opens the index before READY=1; cold caches
+# on a slow disk take minutes.
 TimeoutStartSec=5min
 # SIGTERM: finish the current batch (daemon.shutdown_timeout, 20 s by default), flush, close.
 TimeoutStopSec=90s
@@ -105,8 +106,9 @@ ProtectSystem=strict
 ProtectHome=read-only
 PrivateTmp=yes
 # Hides /dev/nvidia*. For embed.device/caption.device = cuda, add a drop-in
-# (systemctl edit pixgrep) with PrivateDevices=no and
-# DeviceAllow=/dev/nvidiactl rw, /dev/nvidia-uvm rw, /dev/nvidia0 rw.
+# (systemctl edit pixgrep) with PrivateDevices=no and, to keep the rest of
+# /dev closed, one DeviceAllow= line per GPU node (/dev/nvidiactl rw,
+# /dev/nvidia-uvm rw, /dev/nvidia0 rw, ...).
 PrivateDevices=yes
 NoNewPrivileges=yes
 CapabilityBoundingSet=
@@ -173,7 +175,10 @@ UMask=0077
 # Matches the CLI's default ($XDG_STATE_HOME/pixgrep); with XDG_STATE_HOME set
 # elsewhere, set it for the manager too (~/.config/environment.d/) and edit this.
 Environment=PIXGREP_HOME=%h/.local/state/pixgrep
-Environment=XDG_CACHE_HOME=%C
+# Libraries' scratch files (onnxruntime's among them) go where the daemon may
+# write; Hugging Face models stay in the cache the CLI uses.
+Environment=XDG_CACHE_HOME=%C/pixgrep
+Environment=HF_HOME=%C/huggingface
 
 Nice=10
 CPUSchedulingPolicy=batch
@@ -186,15 +191,19 @@ OOMScoreAdjust=500
 PrivateUsers=yes
 ProtectSystem=strict
 ProtectHome=read-only
-# The index. The config (~/.config/pixgrep) is only read: `pixgrep watch` writes it.
-ReadWritePaths=%h/.local/state/pixgrep
+# The index, and model downloads when the cache exists. The config
+# (~/.config/pixgrep) is only read: `pixgrep watch` writes it.
+ReadWritePaths=%h/.local/state/pixgrep -%C/huggingface
 PrivateTmp=yes
 # Hides /dev/nvidia*; for CUDA set PrivateDevices=no in a drop-in (systemctl --user edit pixgrep).
 PrivateDevices=yes
 NoNewPrivileges=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
-ProtectKernelLogs=yes
+# No ProtectKernelLogs=: an unprivileged user cannot read the kernel log anyway
+# (/proc/kmsg is root's, Debian sets kernel.dmesg_restrict=1), and under
+# systemd-nspawn, where /proc/kmsg is a FIFO, a user manager fails to mask it
+# (226/NAMESPACE).
 ProtectClock=yes
 ProtectHostname=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
@@ -360,13 +369,22 @@ def install(
     """
     target_dir = unit_dir if unit_dir is not None else default_unit_dir(scope)
     report = InstallReport(unit_path=target_dir / UNIT_NAME)
-    _write(report.unit_path, render(scope, command), report)
+    argv = list(command) if command is not None else pixgrep_command()
+    _write(report.unit_path, render(scope, argv), report)
+    if scope == "system":
+        for blocked in unreachable(argv):
+            report.hints.append(
+                f"warning: other users cannot reach {blocked}, so the pixgrep user cannot run {argv[0]}; "
+                "install pixgrep outside home folders (e.g. a venv in /opt) or grant it access"
+            )
     if scope == "user":
         report.hints.append(f"to keep it running when you are logged out: loginctl enable-linger {_username()}")
     if not enable:
         if scope == "system":
-            report.hints.append(f"create its user first: systemd-sysusers {SYSUSERS_DIR / SYSUSERS_NAME} (contents: "
-                                f"{SYSUSERS.splitlines()[-1]})")
+            report.hints.append(
+                f"create its user first: systemd-sysusers {SYSUSERS_DIR / SYSUSERS_NAME} (contents: "
+                f"{SYSUSERS.splitlines()[-1]})"
+            )
         return report
     if scope == "system":
         sysusers = SYSUSERS_DIR / SYSUSERS_NAME
@@ -377,7 +395,8 @@ def install(
             _write(config, SYSTEM_CONFIG, report)
     systemctl = _systemctl(scope)
     _check(runner, [*systemctl, "daemon-reload"], report)
-    _check(runner, [*systemctl, "enable", UNIT_NAME], report)
+    # By path when the folder is not one systemd searches: enable links it in first.
+    _check(runner, [*systemctl, "enable", UNIT_NAME if unit_dir is None else str(report.unit_path)], report)
     if start:
         # restart, not start: a re-install must also swap a running daemon onto the new unit.
         _check(runner, [*systemctl, "restart", UNIT_NAME], report)
@@ -397,6 +416,31 @@ def uninstall(scope: Scope, *, unit_dir: Path | None = None, runner: Runner | No
             raise InstallError(f"cannot remove {report.unit_path}: {e.strerror or e}") from None
         _check(runner, [*systemctl, "daemon-reload"], report)
     return report
+
+
+def unreachable(argv: Sequence[str]) -> list[Path]:
+    """Folders on the way to the command's program and interpreter that others cannot enter.
+
+    Only the mode bits are read: an ACL or a group may still let the service user in.
+    """
+    targets = [Path(argv[0])]
+    try:
+        first = Path(argv[0]).read_bytes()[:512].split(b"\n", 1)[0]
+        if first.startswith(b"#!") and first[2:].strip():
+            targets.append(Path(first[2:].strip().split(b" ")[0].decode()))
+    except (OSError, UnicodeDecodeError):
+        pass
+    blocked: list[Path] = []
+    for target in targets:
+        for p in (target, Path(os.path.realpath(target))):
+            for parent in reversed(p.parents):
+                try:
+                    ok = parent.stat().st_mode & stat.S_IXOTH
+                except OSError:
+                    continue
+                if not ok and parent not in blocked:
+                    blocked.append(parent)
+    return blocked
 
 
 def _username() -> str:

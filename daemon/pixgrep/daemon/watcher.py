@@ -310,9 +310,32 @@ class Watcher:
         log.info("stopped watching", extra={"file": path})
         return True
 
+    @staticmethod
+    def _healthy(path: str, obs: BaseObserver) -> bool:
+        # An emitter stops for good when its folder is deleted or replaced.
+        return obs.is_alive() and all(em.is_alive() for em in obs.emitters) and os.path.isdir(path)
+
+    def heal(self, folders: Sequence[Folder]) -> list[str]:
+        """Re-watch folders whose watch broke or that were missing; returns those now watched again."""
+        with self._lock:
+            state = {p: self._healthy(p, o) for p, (o, _) in self._observers.items()}
+        healed = []
+        for f in folders:
+            p = os.path.abspath(f.path)
+            if state.get(p, False):
+                continue
+            if p not in state and p not in self.errors:
+                continue  # not ours (anymore)
+            if os.path.isdir(p) and self.add(f) != "error":
+                healed.append(p)
+            elif p in state:
+                self.remove(p)
+                self.errors[p] = "not a folder (missing or unmounted?)"
+        return healed
+
     def folders(self) -> list[dict[str, Any]]:
         with self._lock:
-            out = [{"path": p, "mode": m, "alive": o.is_alive()} for p, (o, m) in self._observers.items()]
+            out = [{"path": p, "mode": m, "alive": self._healthy(p, o)} for p, (o, m) in self._observers.items()]
         out += [{"path": p, "mode": "error", "alive": False, "error": e} for p, e in self.errors.items()]
         return sorted(out, key=lambda d: d["path"])
 

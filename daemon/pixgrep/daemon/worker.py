@@ -173,6 +173,9 @@ class Worker:
             self.current = []
             self._idle_since = time.monotonic()
         dt = time.monotonic() - t0
+        if log.isEnabledFor(logging.DEBUG):
+            lag = time.time() - min(it.enqueued_at for it in items)
+            log.debug("batch of %d (%d indexed) in %.3fs; queued %.3fs before done", len(items), n, dt, lag)
         self.stats.batches += 1
         self.stats.busy_seconds += dt
         if n:
@@ -251,7 +254,13 @@ class Worker:
             if os.path.isfile(it.path):
                 self.queue.put([Job(it.path, "upsert")])
             return True
-        n = p.remove_paths([it.path]) + p.remove_tree(it.path)
+        n = p.remove_paths([it.path])
+        if it.path.rstrip("/") in {r.rstrip("/") for r in self.roots()}:
+            # A watched folder vanished: deleted, or a drive unmounted. Keep its index until it
+            # is back (the rescan reconciles it) or the user says `pixgrep unwatch --forget`.
+            log.warning("watched folder is gone; keeping its index until it is back", extra={"file": it.path})
+        else:
+            n += p.remove_tree(it.path)
         self.stats.removed += n
         return True
 

@@ -1,0 +1,212 @@
+"""``pixgrep search`` through a running daemon with the standard library only.
+
+The full CLI spends 250-400 ms importing click, pydantic-settings and httpx
+before it sends one request; a search answered by the warm daemon takes tens
+of milliseconds. This path finds the socket with the same precedence as
+Settings (``PIXGREP_DAEMON__SOCKET``, then ``[daemon] socket`` in the config
+file, then ``$XDG_RUNTIME_DIR/pixgrep/api.sock``), sends the search, and prints
+exactly what ``commands.run_search`` prints. Whenever it is unsure (other
+flags, no daemon, an odd config) it returns None and the full CLI takes over.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+UNAVAILABLE = 69  # ExitCode.UNAVAILABLE, without importing pixgrep.settings
+
+_MODES = ("hybrid", "semantic", "keyword")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("pixgrep", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
+    """(config file, search arguments) for the plain forms of ``pixgrep [--config F] search ...``."""
+    config: str | None = None
+    i = 0
+    while i < len(argv) and argv[i] != "search":
+        a = argv[i]
+        if a == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+            i += 2
+        elif a.startswith("--config="):
+            config = a.split("=", 1)[1]
+            i += 1
+        else:
+            return None  # --home, -v and anything else: the full CLI
+    if i == len(argv):
+        return None
+    opts: dict[str, Any] = {"limit": None, "json": False, "in_dir": None, "mode": None}
+    words: list[str] = []
+    rest = argv[i + 1 :]
+    j = 0
+    while j < len(rest):
+        a = rest[j]
+        value_opts = {"-k": "limit", "--limit": "limit", "--in": "in_dir", "--mode": "mode"}
+        if a in value_opts and j + 1 < len(rest):
+            opts[value_opts[a]] = rest[j + 1]
+            j += 2
+        elif a.startswith(("--limit=", "--in=", "--mode=")):
+            k, v = a[2:].split("=", 1)
+            opts["in_dir" if k == "in" else k] = v
+            j += 1
+        elif a == "--json":
+            opts["json"] = True
+            j += 1
+        elif a.startswith("-"):
+            return None  # --montage, --help, "--", negative numbers...: the full CLI
+        else:
+            words.append(a)
+            j += 1
+    if not words:
+        return None
+    try:
+        if opts["limit"] is not None:
+            opts["limit"] = int(opts["limit"])
+            if opts["limit"] < 1:
+                return None
+    except ValueError:
+        return None
+    if opts["mode"] is not None and opts["mode"] not in _MODES:
+        return None
+    opts["query"] = " ".join(words)
+    return config, opts
+
+
+def socket_path(config: str | None, env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """The daemon's socket as Settings would resolve it, or None if that needs the full settings."""
+    # The JSON form of the section, or a spelling other than ours (env names are case-insensitive).
+    if any(k.upper() in ("PIXGREP_DAEMON", "PIXGREP_DAEMON__SOCKET") and k != "PIXGREP_DAEMON__SOCKET" for k in env):
+        return None
+    if env.get("PIXGREP_DAEMON__SOCKET"):
+        return env["PIXGREP_DAEMON__SOCKET"]
+    explicit = config or env.get("PIXGREP_CONFIG_FILE")
+    if explicit:
+        cfg = Path(os.path.expanduser(explicit))
+    else:
+        xdg = env.get("XDG_CONFIG_HOME")
+        cfg = (Path(xdg) if xdg else Path.home() / ".config") / "pixgrep" / "config.toml"
+    if cfg.exists():
+        import tomllib
+
+        try:
+            with cfg.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except (OSError, ValueError):
+            return None  # the full CLI reports the error
+        daemon = doc.get("daemon", {})
+        if not isinstance(daemon, dict):
+            return None
+        if daemon.get("socket"):
+            return str(daemon["socket"])
+    elif explicit:
+        return None
+    runtime = env.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "pixgrep" if runtime else Path(f"/tmp/pixgrep-{os.getuid()}")
+    return str(base / "api.sock")
+
+
+def _style(text: str, code: str) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+def _highlight(snippet: str, spans: list[list[int]], color: bool) -> str:
+    if not color or not spans:
+        return snippet
+    out, last = [], 0
+    for s, e in spans:
+        out.append(snippet[last:s])
+        out.append(f"\x1b[31m\x1b[1m{snippet[s:e]}\x1b[0m")
+        last = e
+    out.append(snippet[last:])
+    return "".join(out)
+
+
+def _out(line: str) -> None:
+    sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj)
+    return text
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"pixgrep: {msg}\n")
+
+
+def search(argv: list[str]) -> int | None:
+    """Run ``pixgrep search`` via the daemon and return the exit code; None to use the full CLI."""
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    config, o = parsed
+    path = socket_path(config)
+    if path is None or not os.path.exists(path):
+        return None
+    body = {
+        "query": o["query"],
+        "limit": o["limit"],
+        "mode": o["mode"],
+        "in_dir": os.path.abspath(o["in_dir"]) if o["in_dir"] else None,
+    }
+    conn = _UnixConnection(path, timeout=30.0)
+    try:
+        try:
+            conn.request(
+                "POST", "/v1/search", body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (ConnectionError, FileNotFoundError, http.client.HTTPException):
+            return None  # a stale socket: the full CLI searches the index itself
+        except TimeoutError as e:
+            _err(f"the daemon did not answer in time ({e})")
+            return UNAVAILABLE
+    finally:
+        conn.close()
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        data = {"error": payload.decode("utf-8", "replace")}
+    if resp.status >= 400:
+        _err(str(data.get("error", data)))
+        return UNAVAILABLE
+    results = data["results"]
+    if o["json"]:
+        for r in results:
+            _out(_json_line({k: r[k] for k in ("path", "score", "source", "text")}))
+    else:
+        color = sys.stdout.isatty()
+        if not results:
+            _err("no matches")
+        for r in results:
+            p = _style(r["path"], "35") if color else r["path"]
+            snippet = _highlight(r.get("snippet", ""), r.get("spans", []), color)
+            _out(f"{p}\t{r['score']:.4f}\t{r['source']}\t{snippet}")
+    sys.stdout.flush()
+    return 0 if results else 1

@@ -1,0 +1,87 @@
+"""The stdlib-only search path: same socket as Settings, same flags, or step aside."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pixgrep.settings import load_settings
+from pixgrep_cli import fast
+
+
+def _same_as_settings(config: str | None = None) -> None:
+    expected = str(load_settings(config).socket_path)
+    assert fast.socket_path(config) == expected
+
+
+def test_socket_path_follows_settings_precedence(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _same_as_settings()  # $XDG_RUNTIME_DIR/pixgrep/api.sock
+    cfg = tmp_path / "config" / "pixgrep" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('[daemon]\nsocket = "/run/x/from-default-config.sock"\n')
+    _same_as_settings()
+    other = tmp_path / "other.toml"
+    other.write_text('[daemon]\nsocket = "/run/x/from-flag.sock"\n')
+    _same_as_settings(str(other))
+    monkeypatch.setenv("PIXGREP_CONFIG_FILE", str(other))
+    _same_as_settings()
+    monkeypatch.setenv("PIXGREP_DAEMON__SOCKET", "/run/x/from-env.sock")
+    _same_as_settings()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.delenv("PIXGREP_DAEMON__SOCKET")
+    monkeypatch.delenv("PIXGREP_CONFIG_FILE")
+    cfg.unlink()
+    _same_as_settings()  # /tmp/pixgrep-UID/api.sock
+
+
+def test_socket_path_steps_aside_when_unsure(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon\n")
+    assert fast.socket_path(str(bad)) is None
+    assert fast.socket_path(str(tmp_path / "missing.toml")) is None
+    monkeypatch.setenv("PIXGREP_DAEMON__SHUTDOWN_TIMEOUT", "5")  # another key of the section: no matter
+    assert fast.socket_path(None) is not None
+    monkeypatch.setenv("PIXGREP_DAEMON", '{"socket": "/x"}')
+    assert fast.socket_path(None) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["search", "hello", "world"], (None, {"query": "hello world", "limit": None, "json": False})),
+        (["--config", "c.toml", "search", "-k", "3", "--json", "x"], ("c.toml", {"limit": 3, "json": True})),
+        (["search", "--mode=keyword", "--in", "d", "x"], (None, {"mode": "keyword", "in_dir": "d"})),
+    ],
+)
+def test_parse(argv: list[str], expected: tuple[str | None, dict[str, object]]) -> None:
+    parsed = fast._parse(argv)
+    assert parsed is not None
+    assert parsed[0] == expected[0]
+    for k, v in expected[1].items():
+        assert parsed[1][k] == v
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search"],
+        ["search", "--montage", "m.png", "x"],
+        ["search", "--help"],
+        ["--home", "h", "search", "x"],
+        ["-v", "search", "x"],
+        ["search", "--mode", "fuzzy", "x"],
+        ["search", "-k", "0", "x"],
+        ["index", "search"],
+    ],
+)
+def test_parse_leaves_other_forms_to_the_full_cli(argv: list[str]) -> None:
+    assert fast._parse(argv) is None
+
+
+def test_no_daemon_means_the_full_cli(home: Path) -> None:
+    assert fast.search(["search", "x"]) is None
+    sock = Path(os.environ["XDG_RUNTIME_DIR"]) / "pixgrep" / "api.sock"
+    sock.parent.mkdir()
+    sock.write_text("")  # a stale file, nobody listening
+    assert fast.search(["search", "x"]) is None
