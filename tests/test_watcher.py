@@ -188,6 +188,25 @@ def test_sync_adds_and_removes_observers(tmp_path: Path, qdb: WorkQueue, flt: sc
         w.stop()
 
 
+def test_a_deleted_and_recreated_folder_is_watched_again(tmp_path: Path, qdb: WorkQueue, flt: scan.FileFilter) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    w = Watcher(qdb, flt, stable_seconds=0.1)
+    w.start([Folder(str(root))])
+    try:
+        assert w.heal([Folder(str(root))]) == []  # healthy: nothing to do
+        root.rmdir()
+        wait_for(lambda: not w.folders()[0]["alive"], what="the watch to break")
+        assert w.heal([Folder(str(root))]) == []  # still missing
+        assert w.folders()[0]["mode"] == "error"
+        root.mkdir()
+        assert w.heal([Folder(str(root))]) == [str(root)]
+        shutil.copyfile(corpus_files(1)[0], root / "a.jpg")
+        wait_for(lambda: str(root / "a.jpg") in _pending(qdb), what="events from the new watch")
+    finally:
+        w.stop()
+
+
 # --------------------------------------------------------------------------
 # Watcher + worker + the real pipeline, Milvus Lite and SQLite
 
@@ -333,3 +352,17 @@ def test_move_whose_ends_both_vanished_forgets_them(stack: Stack) -> None:
     st.queue.put([Job(str(st.root / "e"), "move", str(st.root / "d"))])
     assert_consistent(st)
     assert _milvus_rows(st) == {}
+
+
+def test_a_vanished_watched_folder_keeps_its_index(stack: Stack) -> None:
+    st = stack
+    copy_corpus(st.root, corpus_files(1, offset=21))
+    assert_consistent(st)
+    st.watcher.stop()
+    away = st.root.with_name("unmounted")
+    st.root.rename(away)  # looks like an unmounted drive
+    st.queue.put([Job(str(st.root), "delete")])
+    wait_for(lambda: st.queue.depth()["pending"] + st.queue.depth()["processing"] == 0, what="the delete")
+    with st.index.db.session() as s:
+        assert s.query(PathEntry).count() == 1
+    away.rename(st.root)

@@ -243,7 +243,14 @@ class Daemon:
                 break
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as e:
+                    log.exception("reload failed")
+                    self.errors.append(
+                        {"time": time.time(), "path": str(self.settings.config_file), "error": f"reload failed: {e}"}
+                    )
+                    self.notifier.ready()
             dead = self._dead_thread()
             if dead:
                 log.critical("%s; exiting so that the service manager restarts the daemon", dead)

@@ -126,7 +126,7 @@ class StabilityGate:
             return len(self._waiting)
 
     def _tick_interval(self) -> float:
-        return min(0.1, max(0.02, self.stable_seconds / 4))
+        return min(0.05, max(0.02, self.stable_seconds / 8))
 
     def _run(self) -> None:
         while not self._stop.is_set():
