@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 from fake_captioner import FixedCaptioner
 from imgs import blank, render
-
 from pixgrep import pipeline as pl
 from pixgrep.app import Index, index_paths, reindex
 from pixgrep.db import Content
@@ -103,8 +102,12 @@ def test_reindex_stale_reruns_only_changed_stages(home: Path, pics: Path, monkey
         assert len(ocr_calls) == 3 and FixedCaptioner.calls == [2]
         assert ix.search("cat on a keyboard", limit=1)[0].path == str(pics / "cat.png")
 
-    with Index(load_settings(caption={"model": "fixed-model", "backend": "fixed", "num_beams": 5},
-                             ocr={"min_confidence": 0.6}), ocr_workers=0) as ix:
+    with Index(
+        load_settings(
+            caption={"model": "fixed-model", "backend": "fixed", "num_beams": 5}, ocr={"min_confidence": 0.6}
+        ),
+        ocr_workers=0,
+    ) as ix:
         r = reindex(ix, stale=True)
         assert r.ocr == 3 and len(ocr_calls) == 6  # OCR settings changed: OCR re-runs
         assert reindex(ix, stale=True).ocr == 0

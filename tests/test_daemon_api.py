@@ -93,7 +93,9 @@ def running(settings: Settings) -> Iterator[Running]:
 def test_api_endpoints_and_lifecycle(running: Running, settings: Settings, tmp_path: Path) -> None:
     r = running
     assert r.call("GET", "/v1/health")[1]["state"] == "running"
-    assert "READY" in r.notifier.calls and any(c.startswith("STATUS=") for c in r.notifier.calls)
+    assert "READY" in r.notifier.calls
+    # STATUS= comes from the main loop's first tick after READY.
+    wait_for(lambda: any(c.startswith("STATUS=") for c in r.notifier.calls), 10, "a STATUS= notification")
     wait_for(lambda: "WATCHDOG" in r.notifier.calls, 10, "a watchdog ping")
 
     pics = tmp_path / "pics"

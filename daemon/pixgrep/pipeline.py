@@ -52,9 +52,10 @@ _engine: OcrEngine | None = None
 _max_mp: float = 64.0
 
 
-def make_ocr(settings: Settings) -> OcrEngine:
+def make_ocr(settings: Settings, threads: int = 1) -> OcrEngine:
     return OCR.create(
         settings.ocr.engine,
+        threads=threads,
         languages=settings.ocr.languages,
         min_confidence=settings.ocr.min_confidence,
         det_limit_side_len=settings.ocr.det_limit_side_len,
@@ -88,16 +89,16 @@ def _trim_after_each_image() -> None:
 _trim: Callable[[], object] | None = None
 
 
-def _init_worker(settings_json: str) -> None:
+def _init_worker(settings_json: str, threads: int = 1) -> None:
     global _engine, _max_mp
     if mp.parent_process() is not None:
         _exit_with_parent()
         _trim_after_each_image()
-    # Each worker is one core's worth of OCR; numeric libraries must not spawn more.
-    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+        # Each worker gets `threads` cores' worth of OCR; other numeric libraries must not spawn more.
+        for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
     settings = Settings.model_validate_json(settings_json)
-    _engine = make_ocr(settings)
+    _engine = make_ocr(settings, threads)
     _max_mp = settings.image.max_megapixels
 
 
@@ -118,13 +119,17 @@ class OcrPool:
     """A pool of OCR processes, or the calling thread when ``workers == 0``."""
 
     def __init__(self, settings: Settings, workers: int | None = None) -> None:
-        n = settings.ocr.workers or (os.cpu_count() or 1) if workers is None else workers
+        cores = os.cpu_count() or 1
+        n = settings.ocr.workers or cores if workers is None else workers
         self.workers = n
+        # ONNX intra-op threads per OCR process: by default the cores are shared out,
+        # so one process (the daemon's) uses them all on a single image.
+        self.threads = settings.ocr.threads or max(1, cores // max(n, 1))
         self._settings_json = settings.model_dump_json()
         self._executor: cf.Executor | None = None
         self._lock = threading.Lock()
         if n == 0:
-            _init_worker(self._settings_json)
+            _init_worker(self._settings_json, self.threads)
 
     def _ensure(self) -> cf.Executor:
         with self._lock:
@@ -132,7 +137,7 @@ class OcrPool:
                 # spawn, not fork: the parent has threads (watcher, API) and gRPC state.
                 ctx = mp.get_context("spawn")
                 self._executor = cf.ProcessPoolExecutor(
-                    self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self._settings_json,)
+                    self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self._settings_json, self.threads)
                 )
             return self._executor
 

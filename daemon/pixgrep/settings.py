@@ -81,8 +81,11 @@ class OcrSettings(_Section):
     # RapidOCR detector input: images whose short side is below this are upscaled to it.
     # 480 keeps small memes cheap; large screenshots are detected at full size.
     det_limit_side_len: int = Field(default=480, ge=32)
-    # OCR worker processes; 0 means one per CPU core.
+    # OCR worker processes; 0 means one per CPU core for `pixgrep index` (throughput)
+    # and one for the daemon (latency: a dropped image gets every core).
     workers: int = Field(default=0, ge=0)
+    # ONNX threads per OCR process; 0 shares the cores out among the processes.
+    threads: int = Field(default=0, ge=0)
 
 
 class EmbedSettings(_Section):

@@ -128,7 +128,10 @@ class Daemon:
     def start(self) -> None:
         """Open everything; raises ConfigError, or StoreUnavailable if stopped while waiting for the store."""
         s = self.settings
-        self.index = Index(s, ocr_workers=self._ocr_workers)
+        # One OCR process with all cores by default: an idle daemon OCRs one dropped
+        # image at a time, and freshness is what it is for (bench/RESULTS.md).
+        workers = self._ocr_workers if self._ocr_workers is not None else (s.ocr.workers or 1)
+        self.index = Index(s, ocr_workers=workers)
         self.queue = WorkQueue(self.index.db, max_attempts=s.pipeline.max_attempts)
         self.queue.recover()
         # The API first: while we hold the Milvus Lite lock, the CLI must find us.
