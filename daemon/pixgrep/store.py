@@ -264,38 +264,37 @@ class MilvusStore:
             )
         return out
 
+    # Reads take no lock: MilvusClient is thread-safe, and the two legs of a hybrid search run at once.
     def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
-        with self._lock:
-            res = self._call(
-                "search",
-                lambda: self.client.search(
-                    self.collection,
-                    data=[np.asarray(vector, dtype=np.float32).tolist()],
-                    anns_field="dense",
-                    limit=limit,
-                    output_fields=self.OUTPUT,
-                    search_params={"metric_type": self.metric},
-                    timeout=self.timeout,
-                ),
-            )
+        res = self._call(
+            "search",
+            lambda: self.client.search(
+                self.collection,
+                data=[np.asarray(vector, dtype=np.float32).tolist()],
+                anns_field="dense",
+                limit=limit,
+                output_fields=self.OUTPUT,
+                search_params={"metric_type": self.metric},
+                timeout=self.timeout,
+            ),
+        )
         return self._hits(res, absolute=False)
 
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         if not tokens.strip():
             return []
-        with self._lock:
-            res = self._call(
-                "keyword search",
-                lambda: self.client.search(
-                    self.collection,
-                    data=[tokens],
-                    anns_field="sparse",
-                    limit=limit,
-                    output_fields=self.OUTPUT,
-                    search_params={"metric_type": "BM25"},
-                    timeout=self.timeout,
-                ),
-            )
+        res = self._call(
+            "keyword search",
+            lambda: self.client.search(
+                self.collection,
+                data=[tokens],
+                anns_field="sparse",
+                limit=limit,
+                output_fields=self.OUTPUT,
+                search_params={"metric_type": "BM25"},
+                timeout=self.timeout,
+            ),
+        )
         # Milvus Lite returns BM25 scores negated (best = most negative); BM25 itself is >= 0.
         hits = self._hits(res, absolute=True)
         return [h for h in hits if h.score > 0]
