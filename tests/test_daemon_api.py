@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import copy_corpus, corpus_files
+from conftest import copy_corpus, corpus_files, wait_for
 from pixgrep.daemon.service import Daemon
 from pixgrep.settings import ExitCode, Settings, load_settings
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class FakeNotifier:
