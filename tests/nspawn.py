@@ -59,6 +59,14 @@ def _same_fs_as_root(path: Path) -> bool:
         return False
 
 
+def _visible_through_root_bind(path: Path) -> bool:
+    # nspawn mounts a fresh tmpfs on /tmp (and the unit's PrivateTmp hides /var/tmp),
+    # so a checkout there must be bound in even when it is on the root file system.
+    resolved = path.resolve()
+    under_tmp = any(resolved == Path(t) or Path(t) in resolved.parents for t in ("/tmp", "/var/tmp"))
+    return _same_fs_as_root(path) and not under_tmp
+
+
 class Container:
     """One booted container; use as a context manager."""
 
@@ -75,7 +83,7 @@ class Container:
         self.binds = dict(binds or {})
         # The non-recursive root bind shows only the root file system: paths on
         # other mounts (a repo or venv on its own disk) are bound in explicitly.
-        self.ro_binds = [p for p in (ro_binds or []) if not _same_fs_as_root(p)]
+        self.ro_binds = [p for p in (ro_binds or []) if not _visible_through_root_bind(p)]
         self.boot_timeout = boot_timeout
         self.console = workdir / "console.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -34,6 +34,10 @@ pytestmark = [pytest.mark.systemd, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)  # the venv's python: not resolved, or the venv is lost
 PIXGREP = str(units.pixgrep_command()[0]) if len(units.pixgrep_command()) == 1 else ""
+# A checkout under /tmp (CI may clone there) is invisible behind the units' PrivateTmp=yes;
+# only then do the tests' drop-ins turn it off.
+_TMPS = (Path("/tmp"), Path("/var/tmp"))
+TMP_FIX = "PrivateTmp=no\n" if any(t in p.resolve().parents for t in _TMPS for p in (REPO, Path(sys.prefix))) else ""
 PICTURES = "/home/tester/Pictures"
 DROP = "/srv/drop"
 # How root's CLI finds the system service: the two variables its unit sets.
@@ -204,7 +208,7 @@ def test_notify_protocol_under_systemd(box: Box, via: str) -> None:
     # A short watchdog, so that a missing or mispaced ping would kill it within the test.
     box.write(
         f"/etc/systemd/system/{unit.name}.d/test.conf",
-        f"[Service]\nWatchdogSec=2s\nEnvironment=NOTIFY_VIA={'socket' if via == 'socket' else 'auto'}\n",
+        f"[Service]\nWatchdogSec=2s\nEnvironment=NOTIFY_VIA={'socket' if via == 'socket' else 'auto'}\n{TMP_FIX}",
     )
     box.run(["systemctl", "daemon-reload"])
     unit.systemctl("start", unit.name)  # returns once READY=1 arrived (Type=notify)
@@ -247,7 +251,9 @@ def test_system_service(box: Box) -> None:
     box.run([PIXGREP, "watch", PICTURES], env=SYSTEM_CLI_ENV)
     # Pings are due every 2.5 s: a main loop that stopped pinging would be killed during the test.
     # A start that never signals READY fails within the test's time, with the journal to show.
-    box.write("/etc/systemd/system/pixgrep.service.d/test.conf", "[Service]\nWatchdogSec=5s\nTimeoutStartSec=120s\n")
+    box.write(
+        "/etc/systemd/system/pixgrep.service.d/test.conf", f"[Service]\nWatchdogSec=5s\nTimeoutStartSec=120s\n{TMP_FIX}"
+    )
     box.run(["systemctl", "daemon-reload"])
 
     started = time.monotonic()
@@ -311,7 +317,8 @@ def test_user_service(box: Box) -> None:
     unit.run([PIXGREP, "service", "install", "--user", "--no-start"])
     unit.run([PIXGREP, "watch", pictures])
     dropin = "/home/alice/.config/systemd/user/pixgrep.service.d"
-    unit.run(["sh", "-ec", f"mkdir -p {dropin}; printf '[Service]\\nTimeoutStartSec=120s\\n' > {dropin}/test.conf"])
+    conf = "[Service]\\nTimeoutStartSec=120s\\n" + TMP_FIX.replace("\n", "\\n")
+    unit.run(["sh", "-ec", f"mkdir -p {dropin}; printf '{conf}' > {dropin}/test.conf"])
     unit.systemctl("daemon-reload")
     assert unit.show("TimeoutStartUSec")["TimeoutStartUSec"] == "2min"
 
