@@ -8,8 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import tqdm
+# gRPC's C core logs keepalive chatter between pymilvus and `milvus-lite server` at exit,
+# after pytest's summary line; it must be set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import pytest  # noqa: E402
+import tqdm  # noqa: E402
 
 # tqdm's monitor thread outlives every bar and would read as a leak; it only
 # adjusts refresh rates.

@@ -67,3 +67,18 @@ class DaemonClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def ask_daemon(
+    socket_path: Path, method: str, url: str, body: dict[str, Any], timeout: float | None = 30.0
+) -> dict[str, Any] | None:
+    """One request to a running daemon; None if none runs. Raises DaemonError if it refuses."""
+    client = DaemonClient.connect(socket_path)
+    if client is None:
+        return None
+    try:
+        return dict(client.request(method, url, json=body, timeout=timeout))
+    except DaemonUnavailable:
+        return None
+    finally:
+        client.close()

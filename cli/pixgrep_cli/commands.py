@@ -11,7 +11,7 @@ from typing import Any
 import click
 from pixgrep.settings import ExitCode, Settings
 
-from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable
+from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable, ask_daemon
 
 
 def _err(msg: str) -> None:
@@ -52,19 +52,16 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     from pixgrep.stages import BackendUnavailable
     from tqdm import tqdm
 
-    client = DaemonClient.connect(settings.socket_path)
-    if client is not None:
-        try:
-            res = client.request(
-                "POST", "/v1/index", json={"paths": [os.path.abspath(p) for p in paths], "force": force}
-            )
-            click.echo(f"queued {res.get('queued', 0)} files with the running daemon; `pixgrep status` shows progress")
-            return 0
-        except DaemonError as e:
-            _err(str(e))
-            return int(ExitCode.FAILURE)
-        finally:
-            client.close()
+    try:
+        res = ask_daemon(
+            settings.socket_path, "POST", "/v1/index", {"paths": [os.path.abspath(p) for p in paths], "force": force}
+        )
+    except DaemonError as e:
+        _err(str(e))
+        return int(ExitCode.FAILURE)
+    if res is not None:
+        click.echo(f"queued {res.get('queued', 0)} files with the running daemon; `pixgrep status` shows progress")
+        return 0
     try:
         index = _local_index(settings)
         with index:
@@ -239,19 +236,15 @@ def run_reindex(settings: Settings, *, stale: bool, embeddings: bool, everything
     from pixgrep.errors import PixgrepError
     from pixgrep.stages import BackendUnavailable
 
-    client = DaemonClient.connect(settings.socket_path)
-    if client is not None:
-        try:
-            res = client.request(
-                "POST", "/v1/reindex", json={"stale": stale, "embeddings": embeddings, "all": everything}, timeout=None
-            )
-            click.echo(json.dumps(res, ensure_ascii=False))
-            return 0
-        except DaemonError as e:
-            _err(str(e))
-            return int(ExitCode.FAILURE)
-        finally:
-            client.close()
+    body = {"stale": stale, "embeddings": embeddings, "all": everything}
+    try:
+        res = ask_daemon(settings.socket_path, "POST", "/v1/reindex", body, timeout=None)
+    except DaemonError as e:
+        _err(str(e))
+        return int(ExitCode.FAILURE)
+    if res is not None:
+        click.echo(json.dumps(res, ensure_ascii=False))
+        return 0
     from pixgrep.app import Index
 
     try:

@@ -45,20 +45,13 @@ def daemon_cmd(ctx: click.Context, workers: int | None) -> None:
 
 def _live(settings: Settings, method: str, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
     """Ask a running daemon; None if none runs."""
-    from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable
+    from pixgrep_cli.client import DaemonError, ask_daemon
 
-    client = DaemonClient.connect(settings.socket_path)
-    if client is None:
-        return None
     try:
-        return dict(client.request(method, url, json=body))
-    except DaemonUnavailable:
-        return None
+        return ask_daemon(settings.socket_path, method, url, body)
     except DaemonError as e:
         _err(f"the daemon refused: {e}")
         sys.exit(int(ExitCode.FAILURE))
-    finally:
-        client.close()
 
 
 @click.command("watch")
