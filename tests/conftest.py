@@ -12,8 +12,8 @@ from typing import Any
 # after pytest's summary line; it must be set before grpc is imported.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-import pytest  # noqa: E402
-import tqdm  # noqa: E402
+import pytest
+import tqdm
 
 # tqdm's monitor thread outlives every bar and would read as a leak; it only
 # adjusts refresh rates.
