@@ -12,26 +12,11 @@ import click
 from pixgrep.settings import ExitCode, Settings
 
 from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable, ask_daemon
+from pixgrep_cli.fast import print_results
 
 
 def _err(msg: str) -> None:
     click.echo(f"pixgrep: {msg}", err=True)
-
-
-def _out(line: str) -> None:
-    """Print a line; file names that aren't UTF-8 come out as their original bytes, like ls does."""
-    sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
-    sys.stdout.flush()
-
-
-def _json_line(obj: dict[str, Any]) -> str:
-    text = json.dumps(obj, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A non-UTF-8 file name: \udcXX escapes keep the JSON valid and the bytes recoverable (os.fsencode).
-        text = json.dumps(obj)
-    return text
 
 
 def _local_index(settings: Settings, **kw: Any) -> Any:
@@ -94,18 +79,6 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     return 0
 
 
-def _highlight(snippet: str, spans: list[list[int]] | list[tuple[int, int]], color: bool) -> str:
-    if not color or not spans:
-        return snippet
-    out, last = [], 0
-    for s, e in spans:
-        out.append(snippet[last:s])
-        out.append(click.style(snippet[s:e], fg="red", bold=True))
-        last = e
-    out.append(snippet[last:])
-    return "".join(out)
-
-
 def run_search(
     settings: Settings,
     *,
@@ -142,17 +115,7 @@ def run_search(
             except PixgrepError as e:
                 _err(str(e))
                 return int(ExitCode.UNAVAILABLE)
-    if as_json:
-        for r in results:
-            _out(_json_line({k: r[k] for k in ("path", "score", "source", "text")}))
-    else:
-        color = sys.stdout.isatty()
-        if not results:
-            _err("no matches")
-        for r in results:
-            path = click.style(r["path"], fg="magenta") if color else r["path"]
-            snippet = _highlight(r.get("snippet", ""), r.get("spans", []), color)
-            _out(f"{path}\t{r['score']:.4f}\t{r['source']}\t{snippet}")
+    print_results(results, as_json=as_json)
     if montage and results:
         from pixgrep.montage import montage as make_montage
 
@@ -218,9 +181,11 @@ def run_models(settings: Settings, *, as_json: bool) -> int:
     from pixgrep.models import describe
 
     infos = describe(settings)
+    # Exit 1 when a configured model is not available offline, in either output format.
+    code = 0 if all(i.offline for i in infos) else 1
     if as_json:
         click.echo(json.dumps([i.to_json() for i in infos], ensure_ascii=False, indent=2))
-        return 0
+        return code
     for i in infos:
         size = f"{i.size_bytes / 2**20:.0f} MiB" if i.size_bytes else "-"
         state = "offline ok" if i.offline else "NOT available offline"
@@ -228,7 +193,7 @@ def run_models(settings: Settings, *, as_json: bool) -> int:
             f"{i.stage:8} {i.backend:22} {i.model}\n         {state}, {size}, {i.location}"
             + (f" ({i.note})" if i.note else "")
         )
-    return 0 if all(i.offline for i in infos) else 1
+    return code
 
 
 def run_reindex(settings: Settings, *, stale: bool, embeddings: bool, everything: bool) -> int:

