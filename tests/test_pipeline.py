@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for
 from imgs import blank, render
 from pixgrep import pipeline as pl
 from pixgrep.app import Index, index_paths, status
@@ -234,7 +235,8 @@ def test_network_milvus_down_then_back(tmp_path: Path, home: Path, monkeypatch: 
                 assert c is not None and c.status == "pending" and c.retryable
 
             server = _start_server(tmp_path / "milvus-data", port)
-            r = index_paths(ix, [str(d)])
+            # gRPC reconnects with its own backoff: a later run (the daemon retries) gets through.
+            r = wait_for(lambda: (rr := index_paths(ix, [str(d)])).indexed == 1 and rr, 60, "a retry to index two.png")
             assert r.indexed == 1, r.errors
             assert ix.search("挂了的第二", mode="keyword")[0].path == str(d / "two.png")
     finally:

@@ -203,10 +203,6 @@ class Database:
         with self.session() as s:
             return s.scalar(select(Meta.value).where(Meta.key == key))
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self.session() as s:
-            s.merge(Meta(key=key, value=value))
-
     def counts(self) -> dict[str, int]:
         with self.session() as s:
             by_status = dict(s.execute(select(Content.status, func.count()).group_by(Content.status)).all())  # type: ignore[arg-type]

@@ -8,7 +8,6 @@ so a missing optional dependency costs nothing until it is configured.
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -16,8 +15,6 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
-
-log = logging.getLogger("pixgrep.stages")
 
 
 class BackendUnavailable(RuntimeError):
@@ -123,18 +120,6 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **kwargs: Any) -> T:
         return self.factory(name)(**kwargs)
-
-    def probe(self) -> dict[str, str | None]:
-        """Import every backend; map name -> None if importable, else the reason."""
-        out: dict[str, str | None] = {}
-        for name in self.names():
-            try:
-                self.factory(name)
-                out[name] = None
-            except BackendUnavailable as e:
-                log.warning("%s backend %s unavailable: %s", self.kind, name, e)
-                out[name] = str(e)
-        return out
 
 
 OCR: Registry[OcrEngine] = Registry("ocr")
