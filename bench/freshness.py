@@ -27,7 +27,7 @@ from _daemon import CORPUS, Daemon, Sandbox, cli, machine, pct
 
 def pick(n: int) -> list[tuple[Path, str]]:
     """n memes with some OCR text, and a query (their longest line) for each."""
-    from pixgrep import pipeline
+    from pixgrep import ocrpool as pipeline
     from pixgrep.settings import load_settings
 
     pipeline._init_worker(load_settings().model_dump_json())

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from fake_captioner import FixedCaptioner
 from imgs import blank, render
-from pixgrep import pipeline as pl
+from pixgrep import ocrpool as pl
 from pixgrep.app import Index, index_paths, reindex
 from pixgrep.db import Content
 from pixgrep.settings import load_settings

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import wait_for
 from imgs import blank, render
-from pixgrep import pipeline as pl
+from pixgrep import ocrpool as pl
 from pixgrep.app import Index, index_paths, status
 from pixgrep.db import Content, PathEntry
 from pixgrep.errors import EmbeddingMismatch

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_corpus, corpus_files
-from pixgrep import pipeline as pipeline_mod
+from pixgrep import ocrpool as pipeline_mod
 from pixgrep import scan
 from pixgrep.app import Index
 from pixgrep.daemon.queue import Job, WorkQueue

@@ -151,7 +151,7 @@ def _normalise(vectors: Any, dim: int) -> np.ndarray:
 class _TorchEmbedder:
     library = ""
 
-    def __init__(self, model: str = "", device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(self, model: str = "", device: str = "auto", batch_size: int = 64, **_: Any) -> None:
         if model:
             self.name = model
             source = resolve_model(model, "embed.model")

@@ -9,11 +9,9 @@ GPU is, if there is one.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import itertools
 import json
 import logging
-import multiprocessing as mp
 import os
 import threading
 import time
@@ -27,145 +25,12 @@ from sqlalchemy import delete, select, update
 from pixgrep import images, textnorm
 from pixgrep.db import Content, Database, PathEntry, path_prefix_range
 from pixgrep.errors import PermanentError, RetryableError, StoreUnavailable
+from pixgrep.ocrpool import Analysis, OcrPool
 from pixgrep.settings import Settings
-from pixgrep.stages import CAPTION, EMBED, OCR, BackendUnavailable, Captioner, Embedder, OcrEngine, OcrLine
+from pixgrep.stages import CAPTION, EMBED, BackendUnavailable, Captioner, Embedder, OcrLine
 from pixgrep.store import MilvusStore, Segment, open_store
 
 log = logging.getLogger("pixgrep.pipeline")
-
-
-# --------------------------------------------------------------------------
-# OCR in worker processes
-
-
-@dataclass
-class Analysis:
-    digest: str
-    width: int = 0
-    height: int = 0
-    lines: list[OcrLine] = field(default_factory=list)
-    error: str | None = None
-    ocr_version: str = ""
-
-
-_engine: OcrEngine | None = None
-_max_mp: float = 64.0
-
-
-def make_ocr(settings: Settings, threads: int = 1) -> OcrEngine:
-    return OCR.create(
-        settings.ocr.engine,
-        threads=threads,
-        languages=settings.ocr.languages,
-        min_confidence=settings.ocr.min_confidence,
-        det_limit_side_len=settings.ocr.det_limit_side_len,
-    )
-
-
-def _exit_with_parent() -> None:
-    # A pool process holds both ends of its call queue, so it never sees EOF when the
-    # parent is killed (kill -9, OOM): without this it would live on, models loaded.
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="pixgrep-parent-watch", daemon=True).start()
-
-
-def _trim_after_each_image() -> None:
-    # glibc keeps the detector's freed buffers: an OCR process grows to ~600 MB on
-    # memes and screenshots, and to ~200 MB when the heap is trimmed after each image.
-    global _trim
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        _trim = lambda: libc.malloc_trim(0)  # noqa: E731
-    except (OSError, AttributeError):
-        _trim = None
-
-
-_trim: Callable[[], object] | None = None
-
-
-def _init_worker(settings_json: str, threads: int = 1) -> None:
-    global _engine, _max_mp
-    if mp.parent_process() is not None:
-        _exit_with_parent()
-        _trim_after_each_image()
-        # Each worker gets `threads` cores' worth of OCR; other numeric libraries must not spawn more.
-        for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
-    settings = Settings.model_validate_json(settings_json)
-    _engine = make_ocr(settings, threads)
-    _max_mp = settings.image.max_megapixels
-
-
-def analyze(digest: str, data: bytes, do_ocr: bool = True) -> Analysis:
-    """Decode and OCR one file's bytes (runs in a worker process)."""
-    assert _engine is not None
-    try:
-        im = images.decode(data, max_megapixels=_max_mp)
-    except PermanentError as e:
-        return Analysis(digest, error=str(e))
-    lines = _engine.recognize(im) if do_ocr else []
-    if _trim is not None:
-        _trim()
-    return Analysis(digest, im.width, im.height, lines, ocr_version=_engine.version if do_ocr else "")
-
-
-class OcrPool:
-    """A pool of OCR processes, or the calling thread when ``workers == 0``."""
-
-    def __init__(self, settings: Settings, workers: int | None = None) -> None:
-        cores = os.cpu_count() or 1
-        n = settings.ocr.workers or cores if workers is None else workers
-        self.workers = n
-        # ONNX intra-op threads per OCR process: by default the cores are shared out,
-        # so one process (the daemon's) uses them all on a single image.
-        self.threads = settings.ocr.threads or max(1, cores // max(n, 1))
-        self._settings_json = settings.model_dump_json()
-        self._executor: cf.Executor | None = None
-        self._lock = threading.Lock()
-        if n == 0:
-            _init_worker(self._settings_json, self.threads)
-
-    def _ensure(self) -> cf.Executor:
-        with self._lock:
-            if self._executor is None:
-                # spawn, not fork: the parent has threads (watcher, API) and gRPC state.
-                ctx = mp.get_context("spawn")
-                self._executor = cf.ProcessPoolExecutor(
-                    self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self._settings_json, self.threads)
-                )
-            return self._executor
-
-    def submit(self, digest: str, data: bytes, do_ocr: bool = True) -> cf.Future[Analysis]:
-        if self.workers == 0:
-            fut: cf.Future[Analysis] = cf.Future()
-            try:
-                fut.set_result(analyze(digest, data, do_ocr))
-            except Exception as e:
-                fut.set_exception(e)
-            return fut
-        try:
-            return self._ensure().submit(analyze, digest, data, do_ocr)
-        except cf.process.BrokenProcessPool:
-            self.restart()
-            return self._ensure().submit(analyze, digest, data, do_ocr)
-
-    def restart(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._executor = None
 
 
 # --------------------------------------------------------------------------
@@ -267,7 +132,14 @@ class Pipeline:
         with self._lock:
             if self._embedder is None:
                 e = self.settings.embed
-                self._embedder = EMBED.create(e.backend, model=e.model, device=e.device, batch_size=e.batch_size)
+                self._embedder = EMBED.create(
+                    e.backend,
+                    model=e.model,
+                    device=e.device,
+                    batch_size=e.batch_size,
+                    # OCR processes fill every core: more BLAS threads would only spin.
+                    threads=1 if self.ocr_pool.throughput else 0,
+                )
             return self._embedder
 
     @property
@@ -319,7 +191,7 @@ class Pipeline:
     def ocr_fingerprint(self) -> str:
         o = self.settings.ocr
         langs = f" {o.languages}" if o.engine == "tesseract" else ""
-        return f"{o.engine}{langs} det={o.det_limit_side_len} conf={o.min_confidence}"
+        return f"{o.engine}{langs} det={o.det_limit_side_len}-{o.det_max_short_side} conf={o.min_confidence}"
 
     def caption_fingerprint(self) -> str:
         c = self.settings.caption
@@ -454,7 +326,9 @@ class Pipeline:
 
         batch: list[_Pending] = []
         inflight: dict[cf.Future[Analysis], _Pending] = {}
-        max_inflight = max(4, self.ocr_pool.workers * 4)
+        # Deep enough that the OCR processes keep working while this thread embeds and
+        # upserts a finished batch (about a second for 32 images).
+        max_inflight = max(4, self.ocr_pool.workers * 8)
         batch_size = self.settings.pipeline.batch_size
         policy = self.settings.pipeline.policy
         need_ocr = policy != "caption"
@@ -488,25 +362,42 @@ class Pipeline:
                         batch.clear()
 
         seen_digests: dict[str, _Pending] = {}
-        for item in paths:
-            path, root = item if isinstance(item, tuple) else (item, None)
-            o, fb = self._prepare(path, root, force)
-            if o is not None:
-                done(o)
-                continue
-            assert fb is not None
-            pend = _Pending(path, root, fb)
-            if fb.digest in seen_digests:
-                # The same bytes twice in one run: link after the first is done.
-                seen_digests[fb.digest].dups.append(path)
-                continue
-            seen_digests[fb.digest] = pend
-            inflight[self.ocr_pool.submit(fb.digest, fb.data, need_ocr)] = pend
-            drain(max_inflight)
-        drain(0)
-        if batch:
-            self._finish(batch, done)
+        warm: threading.Thread | None = None
+        try:
+            for item in paths:
+                path, root = item if isinstance(item, tuple) else (item, None)
+                o, fb = self._prepare(path, root, force)
+                if o is not None:
+                    done(o)
+                    continue
+                assert fb is not None
+                pend = _Pending(path, root, fb)
+                if fb.digest in seen_digests:
+                    # The same bytes twice in one run: link after the first is done.
+                    seen_digests[fb.digest].dups.append(path)
+                    continue
+                seen_digests[fb.digest] = pend
+                inflight[self.ocr_pool.submit(fb.digest, fb.data, need_ocr)] = pend
+                if warm is None and self.ocr_pool.workers:
+                    # Load the embedder and open the store while the OCR processes work,
+                    # not after the first batch is read (seconds of idle cores otherwise).
+                    warm = threading.Thread(target=self._warm_stages, name="pixgrep-warm", daemon=True)
+                    warm.start()
+                drain(max_inflight)
+            drain(0)
+            if batch:
+                self._finish(batch, done)
+        finally:
+            if warm is not None:
+                warm.join()
         return outcomes
+
+    def _warm_stages(self) -> None:
+        try:
+            self.embedder.embed(["warm up"])  # loads the weights, not just the tokenizer
+            self.store  # noqa: B018
+        except Exception as e:  # the batch that needs them meets the same error and records it
+            log.debug("warming the embedder and store failed: %s", e)
 
     def _prepare(self, path: str, root: str | None, force: bool) -> tuple[Outcome | None, images.FileBytes | None]:
         """Stat and hash; link known content. Returns an outcome if nothing more is needed."""

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,14 +78,25 @@ class OcrSettings(_Section):
     # Tesseract language string; rapidocr's PP-OCRv6 reads zh-Hans, zh-Hant and en at once.
     languages: str = "chi_sim+chi_tra+eng"
     min_confidence: float = Field(default=0.5, ge=0, le=1)
-    # RapidOCR detector input: images whose short side is below this are upscaled to it.
-    # 480 keeps small memes cheap; large screenshots are detected at full size.
+    # RapidOCR detector input: the short side is scaled into [det_limit_side_len,
+    # det_max_short_side]. Small memes are upscaled to 480; a 1080 px meme or screenshot is
+    # detected at 736 (half the cost of full size, same boxes: bench/RESULTS.md).
+    # Recognition always reads the full-resolution crops.
     det_limit_side_len: int = Field(default=480, ge=32)
+    det_max_short_side: int = Field(default=736, ge=32)
+    # Where rapidocr runs its ONNX models: auto picks OpenVINO when it imports, else onnxruntime.
+    runtime: Literal["auto", "openvino", "onnxruntime"] = "auto"
     # OCR worker processes; 0 means one per CPU core for `pixgrep index` (throughput)
     # and one for the daemon (latency: a dropped image gets every core).
     workers: int = Field(default=0, ge=0)
     # ONNX threads per OCR process; 0 shares the cores out among the processes.
     threads: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _det_range(self) -> OcrSettings:
+        if self.det_max_short_side < self.det_limit_side_len:
+            raise ValueError("det_max_short_side must be at least det_limit_side_len")
+        return self
 
 
 class EmbedSettings(_Section):

@@ -1,0 +1,65 @@
+"""The RapidOCR engine on both ONNX runtimes, and its detector sizing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from imgs import font
+from PIL import Image, ImageDraw
+from pixgrep.ocr import RapidOcrEngine
+from pixgrep.ocrpool import OcrPool
+from pixgrep.settings import ConfigError, load_settings
+
+
+def _screenshot(size: tuple[int, int], lines: list[str], font_px: int) -> Image.Image:
+    im = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(im)
+    f = font(font_px)
+    for i, line in enumerate(lines):
+        d.text((40, 60 + int(font_px * 1.8) * i), line, font=f, fill="black")
+    return im
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_both_runtimes_read_the_same_text(runtime: str) -> None:
+    im = _screenshot((900, 300), ["今天不開心", "Hello pixgrep"], 48)
+    engine = RapidOcrEngine(runtime=runtime)
+    assert runtime in engine.version
+    text = " ".join(line.text for line in engine.recognize(im))
+    assert "今天不開心" in text and "Hello" in text
+
+
+def test_auto_runtime_prefers_openvino() -> None:
+    assert RapidOcrEngine().runtime == "openvino"
+
+
+def test_detector_input_is_clamped_but_small_text_in_a_big_screenshot_is_read() -> None:
+    engine = RapidOcrEngine(det_limit_side_len=480, det_max_short_side=736)
+    det = engine._engine._load_det_model()
+    shape = det.get_preprocess()(np.zeros((2400, 1080, 3), dtype=np.uint8)).shape
+    assert shape[2:] == (1632, 736)  # short side 1080 -> 736, long side scaled alike (multiple of 32)
+    shape = det.get_preprocess()(np.zeros((200, 320, 3), dtype=np.uint8)).shape
+    assert shape[2:] == (480, 768)  # small images are upscaled to a 480 short side
+    # A phone-sized screenshot with 28 px text: still read after the detector's downscale.
+    im = _screenshot((1080, 2400), ["這是一段很小的字", "small text in a screenshot"], 28)
+    text = " ".join(line.text for line in engine.recognize(im))
+    assert "很小的字" in text and "screenshot" in text
+
+
+def test_detector_range_is_validated(tmp_path: Path, home: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[ocr]\ndet_limit_side_len = 800\ndet_max_short_side = 640\n")
+    with pytest.raises(ConfigError, match="det_max_short_side"):
+        load_settings(cfg)
+
+
+def test_pool_runs_for_throughput_only_with_a_process_per_core(home: Path) -> None:
+    cores = os.cpu_count() or 1
+    settings = load_settings()
+    assert OcrPool(settings, workers=cores).throughput
+    assert OcrPool(settings, workers=cores).threads == 1
+    one = OcrPool(settings, workers=1)
+    assert one.threads == cores and one.throughput == (cores == 1)
