@@ -21,8 +21,7 @@ import time
 
 import numpy as np
 from _daemon import Daemon, Sandbox, cli, machine, pct
-
-SEGMENTS = 3
+from search_latency import LINES_PER_IMAGE, segments_of
 
 
 def vocabulary(n: int = 8000, seed: int = 1) -> list[str]:
@@ -44,15 +43,15 @@ def grow(sb: Sandbox, start: int, stop: int) -> float:
 
 
 def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
-    from pixgrep import textnorm
     from pixgrep.db import Database
     from pixgrep.settings import load_settings
-    from pixgrep.store import Segment, open_store
+    from pixgrep.store import open_store
 
     settings = load_settings(home=home)
     db = Database(settings.db_path)
     store = open_store(settings, embed_name="use-multilingual-v3", dim=512)
     rng = np.random.default_rng(start)
+    pyrng = random.Random(start)
     weights = 1.0 / np.arange(1, len(vocab) + 1)
     weights /= weights.sum()
     chunk = 2000
@@ -62,11 +61,12 @@ def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
         rows_c, rows_p = [], []
         for i in range(lo, hi):
             h = f"{i:032x}"
-            lines = [" ".join(rng.choice(vocab, size=rng.integers(2, 7), p=weights)) for _ in range(SEGMENTS - 1)]
+            n_lines = int(rng.choice(LINES_PER_IMAGE))
+            lines = [" ".join(rng.choice(vocab, size=rng.integers(2, 7), p=weights)) for _ in range(n_lines)]
             full = "\n".join(lines)
-            segs = [Segment("full", "ocr", full, textnorm.document_tokens(full))]
-            segs += [Segment("line", "ocr", t, textnorm.document_tokens(t)) for t in lines]
-            v = rng.standard_normal((SEGMENTS, 512)).astype(np.float32)
+            # Shaped like real memes: about 7 segments an image (search_latency.py).
+            segs = segments_of(lines, pyrng)
+            v = rng.standard_normal((len(segs), 512)).astype(np.float32)
             v /= np.linalg.norm(v, axis=1, keepdims=True)
             items.append((h, segs, v))
             rows_c.append((h, full))
@@ -159,7 +159,7 @@ def main() -> None:
         have = 0
         for n in sorted(args.sizes):
             secs = grow(sb, have, n)
-            print(f"# built {n:,} items ({n * SEGMENTS:,} Milvus rows) in {secs:.0f}s", file=sys.stderr)
+            print(f"# built {n:,} items (about 7 Milvus rows each) in {secs:.0f}s", file=sys.stderr)
             have = n
             out += measure(sb, n, queries, args.queries)
     finally:

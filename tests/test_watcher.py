@@ -260,15 +260,7 @@ def _disk(root: Path) -> dict[str, str]:
 
 
 def _milvus_rows(st: Stack) -> dict[str, int]:
-    store = st.index.pipeline.store
-    store.flush()
-    rows = store.client.query(
-        store.collection, filter='content_hash != ""', output_fields=["content_hash"], limit=16384
-    )
-    out: dict[str, int] = {}
-    for r in rows:
-        out[r["content_hash"]] = out.get(r["content_hash"], 0) + 1
-    return out
+    return st.index.pipeline.store.segments_per_content()
 
 
 def converged(st: Stack) -> bool:

@@ -1,8 +1,12 @@
 """The vector store: Milvus (embedded Milvus Lite or a server) via MilvusClient.
 
-One row per text segment of a content: the whole text, each OCR line, each
-caption. Rows carry the content hash, so upserts and deletes are keyed by it
-and search results are grouped by image.
+One row per text segment of a content. Rows carry the content hash, so upserts
+and deletes are keyed by it and search results are grouped by image. Two
+collections: ``<name>`` holds the documents (an image's whole OCR text and its
+captions) with their BM25 keyword index and vectors; ``<name>_parts`` holds the
+vectors of OCR regions and lines. Keyword search reads only the first, so its
+cost follows the number of images, not of lines. With embedded Milvus Lite,
+dense search is served by an in-memory copy of the vectors (``localdense``).
 """
 
 from __future__ import annotations
@@ -11,21 +15,27 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
 
+if TYPE_CHECKING:
+    from pixgrep.localdense import LocalDenseIndex
+
 log = logging.getLogger("pixgrep.store")
 
 MAX_TEXT = 2000  # characters kept per row; OCR lines are far shorter
 MAX_KW = 12000
+LAYOUT = "2"  # documents and parts in two collections
+DOC_KINDS = frozenset({"full", "caption"})
 
 
 @dataclass(frozen=True)
 class Segment:
-    kind: str  # full | line | caption
+    kind: str  # full | region | line | caption
     source: str  # ocr | caption
     text: str
     kw: str  # keyword tokens (textnorm.document_tokens)
@@ -76,7 +86,6 @@ class MilvusStore:
     def __init__(
         self,
         uri: str,
-        *,
         collection: str,
         embed_name: str,
         dim: int,
@@ -84,12 +93,14 @@ class MilvusStore:
         timeout: float = 10.0,
         flush_rows: int = 2000,
         recreate: bool = False,
+        local_dense: bool | None = None,
     ) -> None:
         from pymilvus import MilvusClient
 
         self.uri = uri
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         self.collection = collection
+        self.parts = f"{collection}_parts"
         self.embed_name = embed_name
         self.dim = dim
         self.timeout = timeout
@@ -97,20 +108,24 @@ class MilvusStore:
         self._unflushed = 0
         self.metric = "IP"
         self._lock = threading.RLock()
+        self.local: LocalDenseIndex | None = None
         try:
             self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
         except Exception as e:
             raise _wrap(e, f"connection to {uri}") from e
         if recreate:
             try:
-                if self.client.has_collection(collection):
-                    self.client.drop_collection(collection)
+                for name in (collection, self.parts):
+                    if self.client.has_collection(name):
+                        self.client.drop_collection(name)
             except Exception as e:
                 raise _wrap(e, "drop") from e
-        self._ensure_collection()
+        self._ensure_collections()
+        if self.is_lite if local_dense is None else local_dense:
+            self._open_local(Path(uri).parent / f"{Path(uri).stem}.{collection}.vectors.sqlite", recreate)
 
     # Setup ---------------------------------------------------------------
-    def _ensure_collection(self) -> None:
+    def _ensure_collections(self) -> None:
         try:
             if self.client.has_collection(self.collection):
                 props = self.client.describe_collection(self.collection).get("properties", {})
@@ -121,17 +136,25 @@ class MilvusStore:
                         f"but the embedder is now {self.embed_name} (dim {self.dim}); "
                         "run `pixgrep reindex --embeddings` to rebuild it, or change embed.backend back"
                     )
+                if props.get("pixgrep.layout") != LAYOUT:
+                    raise EmbeddingMismatch(
+                        f"collection {self.collection!r} was written by an older pixgrep (one collection for "
+                        "all segments); run `pixgrep reindex --embeddings` to rebuild it without OCR"
+                    )
             else:
-                self._create()
+                self._create(self.collection, keyword=True)
+            if not self.client.has_collection(self.parts):
+                self._create(self.parts, keyword=False)
             # Milvus Lite needs a load after every open; a server needs it once.
-            self.client.load_collection(self.collection)
+            for name in (self.collection, self.parts):
+                self.client.load_collection(name)
             self.metric = self.client.describe_index(self.collection, "dense").get("metric_type", "IP")
         except EmbeddingMismatch:
             raise
         except Exception as e:
             raise _wrap(e, "collection setup") from e
 
-    def _create(self) -> None:
+    def _create(self, name: str, *, keyword: bool) -> None:
         from pymilvus import DataType, Function, FunctionType
 
         s = self.client.create_schema(auto_id=False)
@@ -140,21 +163,25 @@ class MilvusStore:
         s.add_field("kind", DataType.VARCHAR, max_length=16)
         s.add_field("source", DataType.VARCHAR, max_length=16)
         s.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT * 4)
-        s.add_field(
-            "kw",
-            DataType.VARCHAR,
-            max_length=MAX_KW * 4,
-            enable_analyzer=True,
-            # Tokens are pre-cut by textnorm (CJK bigrams), so the standard tokenizer only splits on spaces.
-            analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]},
-        )
-        s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        s.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
-        s.add_function(
-            Function(
-                name="kw_bm25", function_type=FunctionType.BM25, input_field_names=["kw"], output_field_names=["sparse"]
+        if keyword:
+            s.add_field(
+                "kw",
+                DataType.VARCHAR,
+                max_length=MAX_KW * 4,
+                enable_analyzer=True,
+                # Tokens are pre-cut by textnorm (CJK bigrams), so the standard tokenizer only splits on spaces.
+                analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]},
             )
-        )
+            s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            s.add_function(
+                Function(
+                    name="kw_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["kw"],
+                    output_field_names=["sparse"],
+                )
+            )
+        s.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
         ip = self.client.prepare_index_params()
         # Vectors are L2-normalised, so inner product is cosine; Milvus Lite's COSINE
         # re-normalises every stored vector on every query, IP does not (2x faster here).
@@ -162,17 +189,51 @@ class MilvusStore:
             ip.add_index("dense", index_type="FLAT", metric_type="IP")
         else:
             ip.add_index("dense", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
-        ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        if keyword:
+            ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.is_lite:
             ip.add_index("content_hash", index_type="INVERTED")
         self.client.create_collection(
-            self.collection,
+            name,
             schema=s,
             index_params=ip,
             consistency_level="Strong",
-            properties={"pixgrep.embed_model": self.embed_name, "pixgrep.dim": str(self.dim)},
+            properties={"pixgrep.embed_model": self.embed_name, "pixgrep.dim": str(self.dim), "pixgrep.layout": LAYOUT},
         )
-        log.info("created collection %s for %s (dim %d) at %s", self.collection, self.embed_name, self.dim, self.uri)
+        log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
+
+    def _open_local(self, path: Path, recreate: bool) -> None:
+        from pixgrep.localdense import LocalDenseIndex
+
+        local = LocalDenseIndex(path, self.dim)
+        if recreate:
+            local.clear()
+        milvus_rows = self.count()
+        if local.count() != milvus_rows:
+            # A crash between the Milvus write and this one, or an index from before it existed.
+            log.warning("rebuilding the in-memory vector index from Milvus (%d rows)", milvus_rows)
+            local.clear()
+            # A content's rows are in both collections: gather them all before replacing.
+            by_hash: dict[str, tuple[list[Segment], list[np.ndarray]]] = {}
+            for batch in self._iter_rows(["content_hash", "kind", "source", "text", "dense"]):
+                for r in batch:
+                    segs, vecs = by_hash.setdefault(r["content_hash"], ([], []))
+                    segs.append(Segment(r["kind"], r["source"], r["text"], ""))
+                    vecs.append(np.asarray(r["dense"], dtype=np.float32))
+            local.replace((h, segs, np.vstack(vecs)) for h, (segs, vecs) in by_hash.items())
+        self.local = local
+
+    def _iter_rows(self, fields: list[str]) -> Any:
+        """Every row of both collections, in batches, grouped so a content's rows share a batch."""
+        for name in (self.collection, self.parts):
+            it = self.client.query_iterator(name, batch_size=4000, filter='content_hash != ""', output_fields=fields)
+            rows: list[dict[str, Any]] = []
+            try:
+                while batch := it.next():
+                    rows.extend(batch)
+            finally:
+                it.close()
+            yield rows
 
     def _call(self, what: str, fn: Any) -> Any:
         """Run one client call; reload a released collection once (a restarted server forgets loads)."""
@@ -182,7 +243,8 @@ class MilvusStore:
             if "load" not in str(e).lower() and "released" not in str(e).lower():
                 raise _wrap(e, what) from e
             try:
-                self.client.load_collection(self.collection, timeout=self.timeout)
+                for name in (self.collection, self.parts):
+                    self.client.load_collection(name, timeout=self.timeout)
                 return fn()
             except Exception as e2:
                 raise _wrap(e2, what) from e2
@@ -192,32 +254,39 @@ class MilvusStore:
         self.upsert_many([(content_hash, segments, vectors)])
 
     def upsert_many(self, items: Sequence[tuple[str, Sequence[Segment], np.ndarray]]) -> None:
-        rows: list[dict[str, Any]] = []
+        docs: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []
         for content_hash, segments, vectors in items:
             for i, (seg, vec) in enumerate(zip(segments, vectors, strict=True)):
-                rows.append(
-                    {
-                        "id": f"{content_hash}:{i}",
-                        "content_hash": content_hash,
-                        "kind": seg.kind,
-                        "source": seg.source,
-                        "text": seg.text[:MAX_TEXT],
-                        # A row needs at least one token for BM25; "∅" never matches a query token.
-                        "kw": seg.kw[:MAX_KW] or "∅",
-                        "dense": np.asarray(vec, dtype=np.float32).tolist(),
-                    }
-                )
+                row = {
+                    "id": f"{content_hash}:{i}",
+                    "content_hash": content_hash,
+                    "kind": seg.kind,
+                    "source": seg.source,
+                    "text": seg.text[:MAX_TEXT],
+                    "dense": np.asarray(vec, dtype=np.float32).tolist(),
+                }
+                if seg.kind in DOC_KINDS:
+                    # A row needs at least one token for BM25; "∅" never matches a query token.
+                    row["kw"] = seg.kw[:MAX_KW] or "∅"
+                    docs.append(row)
+                else:
+                    parts.append(row)
         hashes = [h for h, _, _ in items]
 
         def write() -> None:
             # Delete first: a content may now have fewer segments than before.
             self._delete_locked(hashes)
-            if rows:
-                self.client.insert(self.collection, rows, timeout=self.timeout)
+            if docs:
+                self.client.insert(self.collection, docs, timeout=self.timeout)
+            if parts:
+                self.client.insert(self.parts, parts, timeout=self.timeout)
 
         with self._lock:
             self._call("upsert", write)
-            self._unflushed += len(rows)
+            if self.local is not None:
+                self.local.replace(items)
+            self._unflushed += len(docs) + len(parts)
             if self._unflushed >= self.flush_rows:
                 self._call("flush", self._flush_locked)
 
@@ -226,17 +295,21 @@ class MilvusStore:
             chunk = hashes[i : i + 200]
             quoted = ", ".join(f'"{h}"' for h in chunk if h.isalnum())
             if quoted:
-                self.client.delete(self.collection, filter=f"content_hash in [{quoted}]", timeout=self.timeout)
+                for name in (self.collection, self.parts):
+                    self.client.delete(name, filter=f"content_hash in [{quoted}]", timeout=self.timeout)
 
     def delete(self, hashes: Sequence[str]) -> None:
         if not hashes:
             return
         with self._lock:
             self._call("delete", lambda: self._delete_locked(hashes))
+            if self.local is not None:
+                self.local.delete(hashes)
             self._unflushed += len(hashes)
 
     def _flush_locked(self) -> None:
-        self.client.flush(self.collection, timeout=self.timeout)
+        for name in (self.collection, self.parts):
+            self.client.flush(name, timeout=self.timeout)
         self._unflushed = 0
 
     def flush(self) -> None:
@@ -264,21 +337,26 @@ class MilvusStore:
             )
         return out
 
-    # Reads take no lock: MilvusClient is thread-safe, and the two legs of a hybrid search run at once.
+    # Reads take no store lock: MilvusClient is thread-safe, and the local index has its own.
     def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
-        res = self._call(
-            "search",
-            lambda: self.client.search(
-                self.collection,
-                data=[np.asarray(vector, dtype=np.float32).tolist()],
-                anns_field="dense",
-                limit=limit,
-                output_fields=self.OUTPUT,
-                search_params={"metric_type": self.metric},
-                timeout=self.timeout,
-            ),
-        )
-        return self._hits(res, absolute=False)
+        if self.local is not None:
+            return self.local.search(vector, limit)
+        hits: list[Hit] = []
+        for name in (self.collection, self.parts):
+            res = self._call(
+                "search",
+                lambda name=name: self.client.search(  # type: ignore[misc]
+                    name,
+                    data=[np.asarray(vector, dtype=np.float32).tolist()],
+                    anns_field="dense",
+                    limit=limit,
+                    output_fields=self.OUTPUT,
+                    search_params={"metric_type": self.metric},
+                    timeout=self.timeout,
+                ),
+            )
+            hits += self._hits(res, absolute=False)
+        return sorted(hits, key=lambda h: -h.score)[:limit]
 
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         if not tokens.strip():
@@ -300,12 +378,28 @@ class MilvusStore:
         return [h for h in hits if h.score > 0]
 
     def count(self) -> int:
+        """Rows in Milvus, both collections."""
         with self._lock:
-            res = self._call(
-                "count",
-                lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout),
-            )
-            return int(res[0]["count(*)"])
+            total = 0
+            for name in (self.collection, self.parts):
+                res = self._call(
+                    "count",
+                    lambda name=name: self.client.query(  # type: ignore[misc]
+                        name, filter="", output_fields=["count(*)"], timeout=self.timeout
+                    ),
+                )
+                total += int(res[0]["count(*)"])
+            return total
+
+    def segments_per_content(self) -> dict[str, int]:
+        """How many rows each content hash has in Milvus (for consistency checks)."""
+        out: dict[str, int] = {}
+        with self._lock:
+            self.flush()
+            for rows in self._iter_rows(["content_hash"]):
+                for r in rows:
+                    out[r["content_hash"]] = out.get(r["content_hash"], 0) + 1
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -313,6 +407,8 @@ class MilvusStore:
                 self.flush()
             finally:
                 self.client.close()
+                if self.local is not None:
+                    self.local.close()
 
 
 def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> MilvusStore:
