@@ -37,14 +37,14 @@ def test_auto_runtime_prefers_openvino() -> None:
 
 
 def test_detector_input_is_clamped_but_small_text_in_a_big_screenshot_is_read() -> None:
-    engine = RapidOcrEngine(det_limit_side_len=480, det_max_short_side=736)
+    engine = RapidOcrEngine()  # the defaults: short side into [480, 640]
     det = engine._engine._load_det_model()
     shape = det.get_preprocess()(np.zeros((2400, 1080, 3), dtype=np.uint8)).shape
-    assert shape[2:] == (1632, 736)  # short side 1080 -> 736, long side scaled alike (multiple of 32)
+    assert shape[2:] == (1408, 640)  # short side 1080 -> 640, long side scaled alike (multiple of 32)
     shape = det.get_preprocess()(np.zeros((200, 320, 3), dtype=np.uint8)).shape
     assert shape[2:] == (480, 768)  # small images are upscaled to a 480 short side
-    # A phone-sized screenshot with 28 px text: still read after the detector's downscale.
-    im = _screenshot((1080, 2400), ["這是一段很小的字", "small text in a screenshot"], 28)
+    # A phone-sized screenshot with 22 px text: still read after the detector's downscale.
+    im = _screenshot((1080, 2400), ["這是一段很小的字", "small text in a screenshot"], 22)
     text = " ".join(line.text for line in engine.recognize(im))
     assert "很小的字" in text and "screenshot" in text
 

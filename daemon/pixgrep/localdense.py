@@ -72,6 +72,21 @@ class LocalDenseIndex:
         with self._lock:
             return int(self._index.ntotal)  # type: ignore[attr-defined]
 
+    def known(self, hashes: Sequence[str]) -> list[str]:
+        """The hashes that have rows here (and so in Milvus, which this index mirrors)."""
+        out: list[str] = []
+        with self._lock:
+            for i in range(0, len(hashes), _CHUNK):
+                chunk = list(hashes[i : i + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                out += [
+                    r[0]
+                    for r in self._db.execute(
+                        f"SELECT DISTINCT content_hash FROM seg WHERE content_hash IN ({marks})", chunk
+                    )
+                ]
+        return out
+
     def _ids_of(self, hashes: Sequence[str]) -> list[int]:
         out: list[int] = []
         for i in range(0, len(hashes), _CHUNK):

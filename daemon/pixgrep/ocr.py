@@ -38,7 +38,7 @@ class RapidOcrEngine:
         min_confidence: float = 0.5,
         threads: int = 1,
         det_limit_side_len: int = 480,
-        det_max_short_side: int = 736,
+        det_max_short_side: int = 640,
         runtime: str = "auto",
         **_: Any,
     ) -> None:
@@ -79,7 +79,7 @@ class RapidOcrEngine:
 
     def _clamp_detector(self, lo: int, hi: int) -> None:
         # rapidocr's "min" limit only upscales: a 1080 px meme is detected at full size,
-        # which costs twice a 736 px pass and finds the same boxes. Clamp the detector's
+        # which costs much more than a 640 px pass and finds the same boxes. Clamp the detector's
         # input short side to [lo, hi]; recognition still reads full-resolution crops.
         try:
             from rapidocr.ch_ppocr_det.utils import DetPreProcess

@@ -274,6 +274,11 @@ class MilvusStore:
                     parts.append(row)
         hashes = [h for h, _, _ in items]
 
+        if self.local is not None:
+            # Milvus Lite's delete walks every row in Python; new contents (most of a
+            # run) have nothing to delete, and the local index mirrors what Milvus has.
+            hashes = self.local.known(hashes)
+
         def write() -> None:
             # Delete first: a content may now have fewer segments than before.
             self._delete_locked(hashes)
@@ -299,6 +304,8 @@ class MilvusStore:
                     self.client.delete(name, filter=f"content_hash in [{quoted}]", timeout=self.timeout)
 
     def delete(self, hashes: Sequence[str]) -> None:
+        if self.local is not None:
+            hashes = self.local.known(hashes)
         if not hashes:
             return
         with self._lock:
