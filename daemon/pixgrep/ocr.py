@@ -25,7 +25,10 @@ def _version(dist: str) -> str:
 def _openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
-    except Exception:  # a broken optional runtime is logged by the caller, not fatal
+    except ImportError:
+        return False
+    except Exception as e:  # a broken optional runtime is logged, not fatal
+        log.warning("openvino is installed but does not import (%s); OCR runs on onnxruntime", e)
         return False
     return True
 
