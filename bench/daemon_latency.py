@@ -1,6 +1,6 @@
 """Search latency against a warm daemon at 10k and 50k indexed items.
 
-Builds an index of synthetic items (3 segments each: words drawn from a Zipf
+Builds an index of synthetic items (about 7 segments each, like real memes: words drawn from a Zipf
 vocabulary, random unit vectors) straight into SQLite and Milvus Lite, starts
 ``pixgrep daemon`` on it, and times ``pixgrep search`` as a fresh process per
 query (end to end: interpreter start, imports, the request, printing), next

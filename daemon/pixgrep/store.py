@@ -121,7 +121,9 @@ class MilvusStore:
             except Exception as e:
                 raise _wrap(e, "drop") from e
         self._ensure_collections()
-        if self.is_lite if local_dense is None else local_dense:
+        # Milvus Lite walks every row in Python on each search; a server has real indexes.
+        use_local = self.is_lite if local_dense is None else local_dense
+        if use_local:
             self._open_local(Path(uri).parent / f"{Path(uri).stem}.{collection}.vectors.sqlite", recreate)
 
     # Setup ---------------------------------------------------------------
