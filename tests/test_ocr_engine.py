@@ -10,7 +10,7 @@ import pytest
 from imgs import font
 from PIL import Image, ImageDraw
 from pixgrep.ocr import RapidOcrEngine
-from pixgrep.ocrpool import OcrPool
+from pixgrep.ocrpool import OcrPool, make_ocr
 from pixgrep.settings import ConfigError, load_settings
 
 
@@ -32,8 +32,13 @@ def test_both_runtimes_read_the_same_text(runtime: str) -> None:
     assert "今天不開心" in text and "Hello" in text
 
 
-def test_auto_runtime_prefers_openvino() -> None:
+def test_auto_runtime_is_openvino_for_throughput_and_onnxruntime_for_memory(home: Path) -> None:
     assert RapidOcrEngine().runtime == "openvino"
+    settings = load_settings()
+    assert make_ocr(settings, 1, throughput=True).runtime == "openvino"  # type: ignore[attr-defined]
+    assert make_ocr(settings, 1, throughput=False).runtime == "onnxruntime"  # type: ignore[attr-defined]
+    forced = load_settings(ocr={"runtime": "openvino"})
+    assert make_ocr(forced, 1, throughput=False).runtime == "openvino"  # type: ignore[attr-defined]
 
 
 def test_detector_input_is_clamped_but_small_text_in_a_big_screenshot_is_read() -> None:

@@ -35,7 +35,12 @@ _engine: OcrEngine | None = None
 _max_mp: float = 64.0
 
 
-def make_ocr(settings: Settings, threads: int = 1) -> OcrEngine:
+def make_ocr(settings: Settings, threads: int = 1, throughput: bool = False) -> OcrEngine:
+    runtime = settings.ocr.runtime
+    if runtime == "auto" and not throughput:
+        # OpenVINO is 1.5x faster but holds 700+ MB per OCR process against onnxruntime's
+        # 160 MB (150 memes, bench/RESULTS.md): speed for `pixgrep index`, memory for the daemon.
+        runtime = "onnxruntime"
     return OCR.create(
         settings.ocr.engine,
         threads=threads,
@@ -43,7 +48,7 @@ def make_ocr(settings: Settings, threads: int = 1) -> OcrEngine:
         min_confidence=settings.ocr.min_confidence,
         det_limit_side_len=settings.ocr.det_limit_side_len,
         det_max_short_side=settings.ocr.det_max_short_side,
-        runtime=settings.ocr.runtime,
+        runtime=runtime,
     )
 
 
@@ -74,17 +79,17 @@ def _trim_after_each_image() -> None:
 _trim: Callable[[], object] | None = None
 
 
-def _init_worker(settings_json: str, threads: int = 1, trim: bool = True) -> None:
+def _init_worker(settings_json: str, threads: int = 1, throughput: bool = False) -> None:
     global _engine, _max_mp
     if mp.parent_process() is not None:
         _exit_with_parent()
-        if trim:
+        if not throughput:
             _trim_after_each_image()
         # Each worker gets `threads` cores' worth of OCR; other numeric libraries must not spawn more.
         for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = "1"
     settings = Settings.model_validate_json(settings_json)
-    _engine = make_ocr(settings, threads)
+    _engine = make_ocr(settings, threads, throughput)
     _max_mp = settings.image.max_megapixels
 
 
@@ -104,9 +109,10 @@ def analyze(digest: str, data: bytes, do_ocr: bool = True) -> Analysis:
 class OcrPool:
     """A pool of OCR processes, or the calling thread when ``workers == 0``.
 
-    With a process per core (``pixgrep index``) the pool runs for throughput: each
-    process keeps its heap between images. With fewer (the daemon's one process
-    using every core) it trims the heap after each image, for a small resident size.
+    With a process per core (``pixgrep index``) the pool runs for throughput: OpenVINO
+    (with ``ocr.runtime = auto``), and each process keeps its heap between images. With
+    fewer (the daemon's one process using every core) it runs for a small resident
+    size: onnxruntime, and the heap is trimmed after each image.
     """
 
     def __init__(self, settings: Settings, workers: int | None = None) -> None:
@@ -132,7 +138,7 @@ class OcrPool:
                     self.workers,
                     mp_context=ctx,
                     initializer=_init_worker,
-                    initargs=(self._settings_json, self.threads, not self.throughput),
+                    initargs=(self._settings_json, self.threads, self.throughput),
                 )
             return self._executor
 
