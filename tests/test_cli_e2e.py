@@ -118,3 +118,38 @@ def test_no_matches_exit_code(indexed: tuple[Path, dict[str, str]]) -> None:
     _, env = indexed
     r = _pixgrep("search", "zzqxv", "--mode", "keyword", env=env, check=False)
     assert r.returncode == 1 and "no matches" in r.stderr
+
+
+def test_index_shows_a_progress_bar_on_a_terminal(tmp_path: Path, home: Path) -> None:
+    """tqdm draws only on a TTY: run `pixgrep index` with stderr on a pseudo-terminal."""
+    import pty
+
+    from imgs import render
+
+    pics = tmp_path / "pics"
+    for i in range(3):
+        render(pics / f"{i}.png", [f"進度條第{i}張"])
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixgrep_cli.main", "index", str(pics)],
+        env={**os.environ, "PIXGREP_OCR__WORKERS": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=300)
+    os.close(master)
+    bar = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, bar
+    assert "3 indexed" in out.decode()
+    assert "3/3" in bar and "img" in bar, bar

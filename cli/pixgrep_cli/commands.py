@@ -31,6 +31,16 @@ def _local_index(settings: Settings, **kw: Any) -> Any:
         sys.exit(int(ExitCode.UNAVAILABLE))
 
 
+def _bar_size() -> dict[str, Any]:
+    # A pseudo-terminal without a size (script, some container execs) reports 0x0, and
+    # tqdm then hides the bar as "below the last row": fall back to a fixed size there.
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return {}
+    return {"dynamic_ncols": True} if size.columns and size.lines else {"ncols": 80, "nrows": 24}
+
+
 def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     from pixgrep.app import index_paths
     from pixgrep.errors import EmbeddingMismatch, PixgrepError
@@ -50,7 +60,7 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     try:
         index = _local_index(settings)
         with index:
-            bar = tqdm(total=0, unit="img", disable=None, dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=0, unit="img", disable=None, file=sys.stderr, **_bar_size())
 
             def on_total(n: int) -> None:
                 bar.total = n
