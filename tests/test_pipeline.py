@@ -269,6 +269,14 @@ def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, 
     assert (r.indexed, r.linked, r.failed) == (1, 1, 2)
     assert len(ocr_calls) == 2  # one per distinct content, the bad one included
     assert _hash_of(index, d / "bad2.jpg") == _hash_of(index, d / "bad1.jpg")
+    # Each copy is booked with its own stat, so a second run finds every file unchanged by stat alone.
+    with index.db.session() as s:
+        for name in ("a.png", "b.png", "bad1.jpg", "bad2.jpg"):
+            e = s.get(PathEntry, str(d / name))
+            st = (d / name).stat()
+            assert e is not None and (e.size, e.mtime_ns, e.inode) == (st.st_size, st.st_mtime_ns, st.st_ino), name
+    r = index_paths(index, [str(d)])
+    assert (r.unchanged, r.linked, r.indexed) == (4, 0, 0) and len(ocr_calls) == 2
 
 
 def test_schema_upgrade_from_version_1(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def index_paths(
                 known = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
             gone = [p for p in known if p not in on_disk and not os.path.exists(p)]
             report.removed += index.pipeline.remove_paths(gone)
-    index.pipeline.store.flush()
+    index.pipeline.flush()
     report.seconds = time.monotonic() - t0
     return report
 

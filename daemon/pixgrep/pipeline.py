@@ -9,6 +9,7 @@ GPU is, if there is one.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import itertools
 import json
 import logging
@@ -96,8 +97,10 @@ class _Pending:
     fb: images.FileBytes
     analysis: Analysis | None = None
     captions: list[str] = field(default_factory=list)
-    # Other paths with the same bytes seen in this run: linked once this one is done.
+    # Other paths with the same bytes seen in this run: linked once this one is done,
+    # each with its own root and stat (its bytes dropped).
     dups: list[str] = field(default_factory=list)
+    dup_files: dict[str, tuple[str | None, images.FileBytes]] = field(default_factory=dict)
 
     @property
     def ocr_chars(self) -> int:
@@ -363,10 +366,11 @@ class Pipeline:
 
         seen_digests: dict[str, _Pending] = {}
         warm: threading.Thread | None = None
+        items = [item if isinstance(item, tuple) else (item, None) for item in paths]
+        unchanged = {} if force else self._unchanged_candidates([p for p, _ in items])
         try:
-            for item in paths:
-                path, root = item if isinstance(item, tuple) else (item, None)
-                o, fb = self._prepare(path, root, force)
+            for path, root in items:
+                o, fb = self._prepare(path, root, force, unchanged.get(path))
                 if o is not None:
                     done(o)
                     continue
@@ -374,7 +378,9 @@ class Pipeline:
                 pend = _Pending(path, root, fb)
                 if fb.digest in seen_digests:
                     # The same bytes twice in one run: link after the first is done.
-                    seen_digests[fb.digest].dups.append(path)
+                    first = seen_digests[fb.digest]
+                    first.dups.append(path)
+                    first.dup_files[path] = (root, dataclasses.replace(fb, data=b""))
                     continue
                 seen_digests[fb.digest] = pend
                 inflight[self.ocr_pool.submit(fb.digest, fb.data, need_ocr)] = pend
@@ -399,7 +405,30 @@ class Pipeline:
         except Exception as e:  # the batch that needs them meets the same error and records it
             log.debug("warming the embedder and store failed: %s", e)
 
-    def _prepare(self, path: str, root: str | None, force: bool) -> tuple[Outcome | None, images.FileBytes | None]:
+    def _unchanged_candidates(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, str, str | None]]:
+        """(size, mtime_ns, inode, hash, error) of the given paths whose content needs no work, in bulk."""
+        out: dict[str, tuple[int, int, int, str, str | None]] = {}
+        done = (Content.status == "done") | ((Content.status == "failed") & ~Content.retryable)
+        with self.db.session() as s:
+            for i in range(0, len(paths), 500):
+                rows = s.execute(
+                    select(
+                        PathEntry.path, PathEntry.size, PathEntry.mtime_ns, PathEntry.inode, Content.hash, Content.error
+                    )
+                    .join(Content, Content.hash == PathEntry.content_hash)
+                    .where(PathEntry.path.in_(paths[i : i + 500]), PathEntry.error.is_(None), done)
+                )
+                for path, size, mtime_ns, inode, h, err in rows:
+                    out[path] = (size, mtime_ns, inode, h, err)
+        return out
+
+    def _prepare(
+        self,
+        path: str,
+        root: str | None,
+        force: bool,
+        known: tuple[int, int, int, str, str | None] | None = None,
+    ) -> tuple[Outcome | None, images.FileBytes | None]:
         """Stat and hash; link known content. Returns an outcome if nothing more is needed."""
         try:
             st = os.stat(path)
@@ -410,6 +439,8 @@ class Pipeline:
             msg = "symlink loop" if e.errno == 40 else (e.strerror or str(e))
             self._path_error(path, root, msg)
             return Outcome(path, "failed", None, msg), None
+        if known is not None and known[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return Outcome(path, "unchanged", known[3], known[4]), None
         with self.db.session() as s:
             entry = s.get(PathEntry, path)
             if (
@@ -491,7 +522,7 @@ class Pipeline:
             s.flush()
             self._link(s, pend.path, pend.root, pend.fb)
             for dup in pend.dups:
-                self._link(s, dup, pend.root, pend.fb)
+                self._link(s, dup, *pend.dup_files[dup])
 
     # Batch finish: caption, embed, upsert, record --------------------------------
     def _finish(self, batch: list[_Pending], done: ProgressFn) -> None:
@@ -548,7 +579,7 @@ class Pipeline:
                 s.flush()
                 self._link(s, p.path, p.root, p.fb)
                 for dup in p.dups:
-                    self._link(s, dup, p.root, p.fb)
+                    self._link(s, dup, *p.dup_files[dup])
         for p in batch:
             done(Outcome(p.path, "indexed", p.fb.digest))
             for dup in p.dups:
@@ -676,6 +707,11 @@ class Pipeline:
     def reset_failed(self) -> None:
         with self.db.session() as s:
             s.execute(update(Content).where(Content.status == "failed").values(status="pending", attempts=0))
+
+    def flush(self) -> None:
+        """Flush the store if this run opened it (a run with nothing to write never does)."""
+        if self._store is not None:
+            self._store.flush()
 
     def close(self) -> None:
         self.ocr_pool.close()
