@@ -132,3 +132,23 @@ def test_a_collection_from_the_one_collection_layout_asks_for_a_reindex(home: Pa
     st = _store(home, recreate=True)  # what `pixgrep reindex --embeddings` does
     assert st.count() == 0
     st.close()
+
+
+def test_a_damaged_in_memory_index_file_is_set_aside_and_rebuilt(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    home.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    st = _store(home)
+    vecs = _unit(rng, 4)
+    st.upsert("h1", _segs("one"), vecs)
+    assert st.local is not None
+    path = st.local.path
+    st.close()
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    with caplog.at_level(logging.WARNING, logger="pixgrep.store"):
+        st = _store(home)
+    assert "unreadable" in caplog.text and "rebuilding the in-memory vector index from Milvus (4 rows)" in caplog.text
+    assert path.with_name(path.name + ".damaged").exists()
+    assert st.search_dense(vecs[1], 1)[0].kind == "region"
+    st.close()

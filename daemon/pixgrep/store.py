@@ -205,9 +205,19 @@ class MilvusStore:
         log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
 
     def _open_local(self, path: Path, recreate: bool) -> None:
+        import sqlite3
+
         from pixgrep.localdense import LocalDenseIndex
 
-        local = LocalDenseIndex(path, self.dim)
+        try:
+            local = LocalDenseIndex(path, self.dim)
+        except (sqlite3.DatabaseError, ValueError) as e:
+            # It only mirrors Milvus: a damaged file is set aside and rebuilt below.
+            log.warning("in-memory vector index %s is unreadable (%s); rebuilding it from Milvus", path, e)
+            for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if p.exists():
+                    p.replace(p.with_name(p.name + ".damaged"))
+            local = LocalDenseIndex(path, self.dim)
         if recreate:
             local.clear()
         milvus_rows = self.count()
