@@ -68,3 +68,14 @@ def test_pool_runs_for_throughput_only_with_a_process_per_core(home: Path) -> No
     assert OcrPool(settings, workers=cores).threads == 1
     one = OcrPool(settings, workers=1)
     assert one.threads == cores and one.throughput == (cores == 1)
+
+
+def test_an_inline_pool_loads_its_engine_only_when_it_ocrs(tmp_path: Path, home: Path) -> None:
+    from imgs import render
+    from pixgrep.app import Index
+
+    with Index(load_settings(), ocr_workers=0) as ix:
+        assert ix.search("anything") == []
+        assert ix.pipeline.ocr_pool._inline_engine is None  # a daemon-less search pays no OCR model load
+        ix.pipeline.process([str(render(tmp_path / "a.png", ["第一次辨識"]))])
+        assert ix.pipeline.ocr_pool._inline_engine is not None

@@ -126,8 +126,7 @@ class OcrPool:
         self._settings_json = settings.model_dump_json()
         self._executor: cf.Executor | None = None
         self._lock = threading.Lock()
-        if n == 0:
-            _init_worker(self._settings_json, self.threads)
+        self._inline_engine: OcrEngine | None = None
 
     def _ensure(self) -> cf.Executor:
         with self._lock:
@@ -144,6 +143,12 @@ class OcrPool:
 
     def submit(self, digest: str, data: bytes, do_ocr: bool = True) -> cf.Future[Analysis]:
         if self.workers == 0:
+            with self._lock:
+                # Loaded on first use (a search that opens the index never OCRs), and again
+                # if another inline pool in this process has put its engine in place since.
+                if self._inline_engine is None or _engine is not self._inline_engine:
+                    _init_worker(self._settings_json, self.threads)
+                    self._inline_engine = _engine
             fut: cf.Future[Analysis] = cf.Future()
             try:
                 fut.set_result(analyze(digest, data, do_ocr))
