@@ -307,3 +307,15 @@ def test_schema_upgrade_from_version_1(tmp_path: Path) -> None:
             assert c is not None and c.text == "old text" and c.captions == []
     finally:
         db.close()
+
+
+def test_in_dir_finds_an_image_ranked_below_the_first_chunk(tmp_path: Path, index: Index) -> None:
+    """Paths are read a chunk of ranked images at a time; --in must read on until it has a hit."""
+    for i in range(24):
+        render(tmp_path / "a" / f"{i}.png", [f"小貓咪睡午覺第{i}天"])
+    far = render(tmp_path / "b" / "far.png", ["小貓在外面"])
+    assert index_paths(index, [str(tmp_path)]).indexed == 25
+    ranked = [r.path for r in index.search("小貓咪睡午覺", mode="keyword", limit=30)]
+    assert ranked.index(str(far)) >= 20  # beyond the first chunk of max(2 * limit, 20)
+    hits = index.search("小貓咪睡午覺", mode="keyword", limit=1, in_dir=str(tmp_path / "b"))
+    assert [h.path for h in hits] == [str(far)]

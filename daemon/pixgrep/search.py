@@ -96,9 +96,14 @@ def search(
             scores[h] = scores.get(h, 0.0) + settings.dense_weight * max(hit.score, 0.0)
 
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
-    paths = _paths_for(db, [h for h, _ in ranked], in_dir)
     results: list[Result] = []
-    for h, score in ranked:
+    paths: dict[str, list[str]] = {}
+    # Paths are looked up a chunk of ranked images at a time: usually the first chunk fills
+    # the page; --in or stale rows can filter some out, and then the next chunk is read.
+    chunk = max(2 * limit, 20)
+    for i, (h, score) in enumerate(ranked):
+        if i % chunk == 0:
+            paths = _paths_for(db, [hh for hh, _ in ranked[i : i + chunk]], in_dir)
         plist = paths.get(h)
         if not plist:
             continue  # filtered out by --in, or a stale row whose paths are gone
