@@ -287,7 +287,7 @@ class MilvusStore:
         hashes = [h for h, _, _ in items]
 
         if self.local is not None:
-            # Milvus Lite's delete walks every row in Python; new contents (most of a
+            # A Milvus Lite delete by filter costs ~70 ms even when it matches nothing; new contents (most of a
             # run) have nothing to delete, and the local index mirrors what Milvus has.
             hashes = self.local.known(hashes)
 
