@@ -21,9 +21,11 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    and_,
     create_engine,
     event,
     func,
+    or_,
     select,
     text,
 )
@@ -92,6 +94,15 @@ class Content(Base):
     @property
     def versions(self) -> dict[str, str]:
         return dict(json.loads(self.versions_json))
+
+
+def settled(status: str | None, retryable: bool | None) -> bool:
+    """Nothing left to do for a content's bytes: indexed, or failed for good."""
+    return status == "done" or (status == "failed" and not retryable)
+
+
+# settled() as a SQL condition on Content, for bulk queries.
+SETTLED = or_(Content.status == "done", and_(Content.status == "failed", ~Content.retryable))
 
 
 class PathEntry(Base):

@@ -72,28 +72,21 @@ class LocalDenseIndex:
         with self._lock:
             return int(self._index.ntotal)  # type: ignore[attr-defined]
 
-    def known(self, hashes: Sequence[str]) -> list[str]:
-        """The hashes that have rows here (and so in Milvus, which this index mirrors)."""
-        out: list[str] = []
-        with self._lock:
-            for i in range(0, len(hashes), _CHUNK):
-                chunk = list(hashes[i : i + _CHUNK])
-                marks = ",".join("?" * len(chunk))
-                out += [
-                    r[0]
-                    for r in self._db.execute(
-                        f"SELECT DISTINCT content_hash FROM seg WHERE content_hash IN ({marks})", chunk
-                    )
-                ]
+    def _in(self, sql: str, values: Sequence[object]) -> list[object]:
+        """Run ``sql`` (with one ``IN ({})``) over ``values`` in chunks; the first column of every row."""
+        out: list[object] = []
+        for i in range(0, len(values), _CHUNK):
+            chunk = list(values[i : i + _CHUNK])
+            out += [r[0] for r in self._db.execute(sql.format(",".join("?" * len(chunk))), chunk)]
         return out
 
+    def known(self, hashes: Sequence[str]) -> list[str]:
+        """The hashes that have rows here (and so in Milvus, which this index mirrors)."""
+        with self._lock:
+            return self._in("SELECT DISTINCT content_hash FROM seg WHERE content_hash IN ({})", hashes)  # type: ignore[return-value]
+
     def _ids_of(self, hashes: Sequence[str]) -> list[int]:
-        out: list[int] = []
-        for i in range(0, len(hashes), _CHUNK):
-            chunk = list(hashes[i : i + _CHUNK])
-            marks = ",".join("?" * len(chunk))
-            out += [r[0] for r in self._db.execute(f"SELECT id FROM seg WHERE content_hash IN ({marks})", chunk)]
-        return out
+        return self._in("SELECT id FROM seg WHERE content_hash IN ({})", hashes)  # type: ignore[return-value]
 
     def replace(self, items: Iterable[tuple[str, Sequence[Segment], np.ndarray]]) -> None:
         """Replace the rows of each content hash with its segments and vectors."""
@@ -125,9 +118,7 @@ class LocalDenseIndex:
                 self._index.add_with_ids(np.vstack(vecs).reshape(-1, self.dim), ids)  # type: ignore[attr-defined]
 
     def _delete_ids(self, ids: Sequence[int]) -> None:
-        for i in range(0, len(ids), _CHUNK):
-            chunk = list(ids[i : i + _CHUNK])
-            self._db.execute(f"DELETE FROM seg WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        self._in("DELETE FROM seg WHERE id IN ({})", ids)
 
     def delete(self, hashes: Sequence[str]) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 
 from pixgrep import images, textnorm
-from pixgrep.db import Content, Database, PathEntry, path_prefix_range
+from pixgrep.db import SETTLED, Content, Database, PathEntry, path_prefix_range, settled
 from pixgrep.errors import PermanentError, RetryableError, StoreUnavailable
 from pixgrep.ocrpool import Analysis, OcrPool
 from pixgrep.settings import Settings
@@ -408,7 +408,6 @@ class Pipeline:
     def _unchanged_candidates(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, str, str | None]]:
         """(size, mtime_ns, inode, hash, error) of the given paths whose content needs no work, in bulk."""
         out: dict[str, tuple[int, int, int, str, str | None]] = {}
-        done = (Content.status == "done") | ((Content.status == "failed") & ~Content.retryable)
         with self.db.session() as s:
             for i in range(0, len(paths), 500):
                 rows = s.execute(
@@ -416,7 +415,7 @@ class Pipeline:
                         PathEntry.path, PathEntry.size, PathEntry.mtime_ns, PathEntry.inode, Content.hash, Content.error
                     )
                     .join(Content, Content.hash == PathEntry.content_hash)
-                    .where(PathEntry.path.in_(paths[i : i + 500]), PathEntry.error.is_(None), done)
+                    .where(PathEntry.path.in_(paths[i : i + 500]), PathEntry.error.is_(None), SETTLED)
                 )
                 for path, size, mtime_ns, inode, h, err in rows:
                     out[path] = (size, mtime_ns, inode, h, err)
@@ -429,7 +428,11 @@ class Pipeline:
         force: bool,
         known: tuple[int, int, int, str, str | None] | None = None,
     ) -> tuple[Outcome | None, images.FileBytes | None]:
-        """Stat and hash; link known content. Returns an outcome if nothing more is needed."""
+        """Stat and hash; link known content. Returns an outcome if nothing more is needed.
+
+        ``known`` is the path's booked stat when its content is settled (from
+        ``_unchanged_candidates``): a matching stat means unchanged, with no read.
+        """
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -441,20 +444,6 @@ class Pipeline:
             return Outcome(path, "failed", None, msg), None
         if known is not None and known[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
             return Outcome(path, "unchanged", known[3], known[4]), None
-        with self.db.session() as s:
-            entry = s.get(PathEntry, path)
-            if (
-                not force
-                and entry is not None
-                and entry.content_hash is not None
-                and entry.error is None
-                and (entry.size, entry.mtime_ns, entry.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
-            ):
-                content = s.get(Content, entry.content_hash)
-                if content is not None and (
-                    content.status == "done" or (content.status == "failed" and not content.retryable)
-                ):
-                    return Outcome(path, "unchanged", entry.content_hash, content.error), None
         try:
             fb = images.read_file(path)
         except PermanentError as e:
@@ -468,11 +457,7 @@ class Pipeline:
             return Outcome(path, "retry", None, str(e)), None
         with self.db.session() as s:
             content = s.get(Content, fb.digest)
-            if (
-                content is not None
-                and not force
-                and (content.status == "done" or (content.status == "failed" and not content.retryable))
-            ):
+            if content is not None and not force and settled(content.status, content.retryable):
                 self._link(s, path, root, fb)
                 status = "linked" if content.status == "done" else "failed"
                 return Outcome(path, status, fb.digest, content.error), None

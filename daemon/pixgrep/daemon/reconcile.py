@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pixgrep import scan
 from pixgrep.daemon.queue import Job, WorkQueue
-from pixgrep.db import Database, path_prefix_range
+from pixgrep.db import Database, path_prefix_range, settled
 
 log = logging.getLogger("pixgrep.daemon.reconcile")
 
@@ -49,8 +49,7 @@ def _known(db: Database, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
             (lo, hi),
         )
         for path, size, mtime_ns, inode, error, status, retryable in rows:
-            settled = error is None and (status == "done" or (status == "failed" and not retryable))
-            out[path] = (size, mtime_ns, inode, settled)
+            out[path] = (size, mtime_ns, inode, error is None and settled(status, retryable))
     return out
 
 
