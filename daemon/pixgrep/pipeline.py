@@ -99,8 +99,7 @@ class _Pending:
     captions: list[str] = field(default_factory=list)
     # Other paths with the same bytes seen in this run: linked once this one is done,
     # each with its own root and stat (its bytes dropped).
-    dups: list[str] = field(default_factory=list)
-    dup_files: dict[str, tuple[str | None, images.FileBytes]] = field(default_factory=dict)
+    dups: dict[str, tuple[str | None, images.FileBytes]] = field(default_factory=dict)
 
     @property
     def ocr_chars(self) -> int:
@@ -378,9 +377,7 @@ class Pipeline:
                 pend = _Pending(path, root, fb)
                 if fb.digest in seen_digests:
                     # The same bytes twice in one run: link after the first is done.
-                    first = seen_digests[fb.digest]
-                    first.dups.append(path)
-                    first.dup_files[path] = (root, dataclasses.replace(fb, data=b""))
+                    seen_digests[fb.digest].dups[path] = (root, dataclasses.replace(fb, data=b""))
                     continue
                 seen_digests[fb.digest] = pend
                 inflight[self.ocr_pool.submit(fb.digest, fb.data, need_ocr)] = pend
@@ -506,8 +503,8 @@ class Pipeline:
                 content.status = "failed"
             s.flush()
             self._link(s, pend.path, pend.root, pend.fb)
-            for dup in pend.dups:
-                self._link(s, dup, *pend.dup_files[dup])
+            for dup, (root, dup_fb) in pend.dups.items():
+                self._link(s, dup, root, dup_fb)
 
     # Batch finish: caption, embed, upsert, record --------------------------------
     def _finish(self, batch: list[_Pending], done: ProgressFn) -> None:
@@ -563,8 +560,8 @@ class Pipeline:
                 content.updated_at = time.time()
                 s.flush()
                 self._link(s, p.path, p.root, p.fb)
-                for dup in p.dups:
-                    self._link(s, dup, *p.dup_files[dup])
+                for dup, (root, dup_fb) in p.dups.items():
+                    self._link(s, dup, root, dup_fb)
         for p in batch:
             done(Outcome(p.path, "indexed", p.fb.digest))
             for dup in p.dups:
