@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 from _daemon import machine
 from pixgrep import scan
-from pixgrep.daemon.queue import WorkQueue
-from pixgrep.daemon.reconcile import reconcile
 from pixgrep.db import Database
+from pixgrep.service.queue import WorkQueue
+from pixgrep.service.reconcile import reconcile
 from pixgrep.settings import load_settings
 
 

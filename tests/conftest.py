@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,12 @@ import tqdm
 tqdm.tqdm.monitor_interval = 0
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests (and the CLI subprocesses they start) import the checkout they live in, even
+# when the venv's editable install points at another working tree.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO / "daemon"), str(REPO / "cli"), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+sys.path[:0] = [str(REPO / "daemon"), str(REPO / "cli")]
 CORPUS = REPO.parent / "shared" / "corpus" / "memes"
 
 # Threads that libraries start once per process and keep by design: Milvus Lite's

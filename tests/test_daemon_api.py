@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import copy_corpus, corpus_files, wait_for
-from pixgrep.daemon.service import Daemon
+from pixgrep.service.supervisor import Daemon
 from pixgrep.settings import ExitCode, Settings, load_settings
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ def test_no_clashing_top_level_modules() -> None:
     installed = [p for p in sys.path if Path(p or ".").resolve() != REPO]
     assert importlib.machinery.PathFinder.find_spec("daemon", installed) is None
     assert importlib.machinery.PathFinder.find_spec("cli", installed) is None
-    assert importlib.util.find_spec("pixgrep.daemon.service") is not None
+    assert importlib.util.find_spec("pixgrep.service.supervisor") is not None
     assert importlib.util.find_spec("pixgrep_cli.main") is not None
 
 

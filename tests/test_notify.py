@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pixgrep.daemon import notify
-from pixgrep.daemon.notify import Notifier
+from pixgrep.service import notify
+from pixgrep.service.notify import Notifier
 
 try:
     import systemd.daemon  # type: ignore[import-not-found]  # noqa: F401
@@ -148,7 +148,7 @@ def test_send_errors_are_swallowed_and_logged_once(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
     n = Notifier(use_systemd_python=use_systemd_python)
-    with caplog.at_level(logging.WARNING, logger="pixgrep.daemon.notify"):
+    with caplog.at_level(logging.WARNING, logger="pixgrep.service.notify"):
         assert n.ready() is False
         assert n.watchdog() is False
     assert len([r for r in caplog.records if "cannot notify" in r.message]) == 1

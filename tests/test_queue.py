@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pixgrep.daemon.queue import Job, WorkQueue, backoff
 from pixgrep.db import Database
+from pixgrep.service.queue import Job, WorkQueue, backoff
 
 
 @pytest.fixture

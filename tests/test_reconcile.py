@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from pixgrep import scan
-from pixgrep.daemon.queue import WorkQueue
-from pixgrep.daemon.reconcile import reconcile
 from pixgrep.db import Content, Database, PathEntry
+from pixgrep.service.queue import WorkQueue
+from pixgrep.service.reconcile import reconcile
 from pixgrep.settings import load_settings
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from nspawn import Container, open_path_for, unavailable
-from pixgrep.daemon import units
+from pixgrep_cli import units
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(300)]
 
@@ -51,7 +51,7 @@ if _why:
 
 STANDIN = r"""
 import os, signal, sys, time
-from pixgrep.daemon.notify import Notifier
+from pixgrep.service.notify import Notifier
 
 n = Notifier(use_systemd_python=None if os.environ.get("NOTIFY_VIA") != "socket" else False)
 print(f"standin backend={n.backend} interval={n.watchdog_interval()}", flush=True)

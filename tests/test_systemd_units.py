@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pixgrep.daemon import units
+from pixgrep_cli import units
 from pixgrep_cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def verify(unit: Path, scope: units.Scope, tmp_path: Path) -> str:
 def test_shipped_files_match_units_module(name: str) -> None:
     path = SHIPPED / name
     assert path.read_text() == units.SHIPPED_FILES[name], (
-        f"{path} differs from pixgrep.daemon.units; edit units.py and run `python -m pixgrep.daemon.units systemd`"
+        f"{path} differs from pixgrep_cli.units; edit units.py and run `python -m pixgrep_cli.units systemd`"
     )
 
 

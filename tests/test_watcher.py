@@ -18,12 +18,12 @@ from conftest import copy_corpus, corpus_files
 from pixgrep import ocrpool as pipeline_mod
 from pixgrep import scan
 from pixgrep.app import Index
-from pixgrep.daemon.queue import Job, WorkQueue
-from pixgrep.daemon.watcher import Folder, StabilityGate, Watcher
-from pixgrep.daemon.worker import Worker
 from pixgrep.db import Content, Database, PathEntry
 from pixgrep.images import content_hash
 from pixgrep.pipeline import build_segments
+from pixgrep.service.queue import Job, WorkQueue
+from pixgrep.service.watcher import Folder, StabilityGate, Watcher
+from pixgrep.service.worker import Worker
 from pixgrep.settings import Settings, load_settings
 from pixgrep.stages import OcrLine
 from watchdog.observers.api import BaseObserver

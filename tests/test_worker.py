@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pixgrep.daemon.queue import Job, WorkQueue
-from pixgrep.daemon.worker import Worker
 from pixgrep.db import Database
 from pixgrep.errors import StoreUnavailable
 from pixgrep.pipeline import Outcome
+from pixgrep.service.queue import Job, WorkQueue
+from pixgrep.service.worker import Worker
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
@@ -108,7 +108,7 @@ def test_retryable_outcomes_back_off_then_fail(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("pixgrep.daemon.queue.backoff", lambda attempts: 0.05)
+    monkeypatch.setattr("pixgrep.service.queue.backoff", lambda attempts: 0.05)
     w, fp = run_worker()
     fp.outcome = lambda p: Outcome(p, "retry", None, "Milvus down")
     q.upsert(str(tmp_path / "a.jpg"))
@@ -124,7 +124,7 @@ def test_exceptions_in_a_batch_are_retried_not_fatal(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("pixgrep.daemon.queue.backoff", lambda attempts: 0.05)
+    monkeypatch.setattr("pixgrep.service.queue.backoff", lambda attempts: 0.05)
     w, fp = run_worker()
 
     def outcome(p: str) -> Outcome:

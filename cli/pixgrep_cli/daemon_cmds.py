@@ -29,8 +29,8 @@ def daemon_cmd(ctx: click.Context, workers: int | None) -> None:
     Watches the configured folders, indexes what changes and answers the CLI's
     searches over a Unix socket. SIGTERM stops it cleanly, SIGHUP reloads the config.
     """
-    from pixgrep.daemon.service import run_daemon
     from pixgrep.logs import setup_logging
+    from pixgrep.service.supervisor import run_daemon
 
     obj = ctx.ensure_object(dict)
     s = _settings(ctx)
@@ -60,7 +60,7 @@ def _live(settings: Settings, method: str, url: str, body: dict[str, Any]) -> di
 @click.pass_context
 def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
     """Watch a folder: index it now and whatever changes in it later."""
-    from pixgrep.daemon.watchlist import add_folder
+    from pixgrep_cli.watchlist import add_folder
 
     s = _settings(ctx)
     folder = os.path.abspath(os.path.expanduser(path))
@@ -87,7 +87,7 @@ def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
 @click.pass_context
 def unwatch_cmd(ctx: click.Context, path: str, forget: bool) -> None:
     """Stop watching a folder (its images stay searchable unless --forget)."""
-    from pixgrep.daemon.watchlist import remove_folder
+    from pixgrep_cli.watchlist import remove_folder
 
     s = _settings(ctx)
     folder = os.path.abspath(os.path.expanduser(path))

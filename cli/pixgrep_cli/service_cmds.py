@@ -45,7 +45,7 @@ def install_cmd(user_scope: bool, start: bool, no_enable: bool, print_only: bool
     serves /run/pixgrep/api.sock. The user service (--user) shares your CLI's
     config and index.
     """
-    from pixgrep.daemon import units
+    from pixgrep_cli import units
 
     scope: units.Scope = "user" if user_scope else "system"
     if print_only:
@@ -76,7 +76,7 @@ def install_cmd(user_scope: bool, start: bool, no_enable: bool, print_only: bool
 @click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def uninstall_cmd(user_scope: bool, unit_dir: Path | None) -> None:
     """Stop and disable the service and remove its unit; the index is kept."""
-    from pixgrep.daemon import units
+    from pixgrep_cli import units
 
     try:
         report = units.uninstall("user" if user_scope else "system", unit_dir=unit_dir)

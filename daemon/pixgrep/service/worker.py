@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pixgrep import scan
-from pixgrep.daemon.queue import Item, Job, WorkQueue
 from pixgrep.errors import PixgrepError, RetryableError
 from pixgrep.pipeline import Outcome, Pipeline
+from pixgrep.service.queue import Item, Job, WorkQueue
 
-log = logging.getLogger("pixgrep.daemon.worker")
+log = logging.getLogger("pixgrep.service.worker")
 
 T = TypeVar("T")
 

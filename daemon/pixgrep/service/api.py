@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from pixgrep.errors import PixgrepError
 
-log = logging.getLogger("pixgrep.daemon.api")
+log = logging.getLogger("pixgrep.service.api")
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107

@@ -3,7 +3,7 @@
 The texts below are the source of ``systemd/pixgrep.service``,
 ``systemd/pixgrep-user.service`` and ``systemd/pixgrep.sysusers.conf`` in the
 repository; a test keeps those files identical to them (regenerate with
-``python -m pixgrep.daemon.units DIR``). They live here rather than as package
+``python -m pixgrep_cli.units DIR``). They live here rather than as package
 data so that an installed wheel can write a unit without the repository.
 """
 

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 
 from pixgrep import scan
-from pixgrep.daemon.queue import Job, WorkQueue
 from pixgrep.db import Database, path_prefix_range, settled
+from pixgrep.service.queue import Job, WorkQueue
 
-log = logging.getLogger("pixgrep.daemon.reconcile")
+log = logging.getLogger("pixgrep.service.reconcile")
 
 
 @dataclass

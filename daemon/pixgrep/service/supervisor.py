@@ -25,17 +25,17 @@ from typing import Any
 from pixgrep import scan
 from pixgrep.app import Index
 from pixgrep.app import status as books_status
-from pixgrep.daemon.api import ApiError, ApiServer
-from pixgrep.daemon.queue import Job, WorkQueue
-from pixgrep.daemon.reconcile import Report, reconcile
-from pixgrep.daemon.watcher import Folder, Watcher
-from pixgrep.daemon.worker import Worker
 from pixgrep.db import Root
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
+from pixgrep.service.api import ApiError, ApiServer
+from pixgrep.service.queue import Job, WorkQueue
+from pixgrep.service.reconcile import Report, reconcile
+from pixgrep.service.watcher import Folder, Watcher
+from pixgrep.service.worker import Worker
 from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
 from pixgrep.stages import BackendUnavailable
 
-log = logging.getLogger("pixgrep.daemon")
+log = logging.getLogger("pixgrep.service")
 
 STATUS_EVERY = 5.0
 STORE_RETRY = 3.0
@@ -56,7 +56,7 @@ class _NoNotifier:
 
 def make_notifier() -> Any:
     try:
-        from pixgrep.daemon.notify import Notifier
+        from pixgrep.service.notify import Notifier
     except ImportError:
         return _NoNotifier()
     return Notifier()

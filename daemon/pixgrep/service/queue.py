@@ -19,7 +19,7 @@ from typing import Any
 
 from pixgrep.db import Database
 
-log = logging.getLogger("pixgrep.daemon.queue")
+log = logging.getLogger("pixgrep.service.queue")
 
 OPS = ("upsert", "force", "delete", "move")
 # Keep finished rows this long (they show recent activity), then prune.

@@ -35,9 +35,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from pixgrep import scan
-from pixgrep.daemon.queue import Job, WorkQueue
+from pixgrep.service.queue import Job, WorkQueue
 
-log = logging.getLogger("pixgrep.daemon.watcher")
+log = logging.getLogger("pixgrep.service.watcher")
 
 EVENTS = [
     FileCreatedEvent,
