@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs pixgrep into ./.venv on Debian 12 (bookworm) or newer.
 #   scripts/install.sh          the product: embedded Milvus Lite, RapidOCR, USE embedder
-#   scripts/install.sh --dev    plus everything the test suite uses (tesseract, torch CPU, systemd tooling)
+#   scripts/install.sh --dev    plus everything the test suite uses (tesseract, torch CPU, systemd tooling,
+#                               PostgreSQL server binaries that the tests start in a temp dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -11,7 +12,8 @@ sudo=""
 
 apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev)
 if [ "$dev" = 1 ]; then
-  apt_pkgs+=(tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra fonts-noto-cjk systemd systemd-container dbus)
+  apt_pkgs+=(tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra fonts-noto-cjk systemd systemd-container dbus
+    postgresql)
 fi
 if command -v apt-get >/dev/null; then
   $sudo apt-get update -qq
@@ -24,7 +26,7 @@ python=${PYTHON:-python3}
 if [ "$dev" = 1 ]; then
   # The CPU build: a bare `torch` would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e '.[tesseract,ml,systemd,dev]'
+  .venv/bin/python -m pip install -q -e '.[tesseract,ml,systemd,postgres,dev]'
 else
   .venv/bin/python -m pip install -q -e '.[systemd]'
 fi

@@ -29,6 +29,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 sys.path[:0] = [str(REPO / "daemon"), str(REPO / "cli")]
 CORPUS = REPO.parent / "shared" / "corpus" / "memes"
 
+# PostgreSQL fixtures (pg_server, pg_url) for the tests of the PostgreSQL books.
+pytest_plugins = ["pg_fixtures"]
+
 # Threads that libraries start once per process and keep by design: Milvus Lite's
 # in-process gRPC server (its serve loop, worker pool and per-collection
 # segment threads, which outlive client.close()) and gRPC's pollers.
