@@ -140,6 +140,17 @@ class MilvusSettings(_Section):
     # Flush after this many upserted rows (Milvus Lite searches far faster after a flush).
     flush_rows: int = Field(default=2000, ge=1)
     timeout: float = Field(default=10.0, gt=0)
+    # The dense index, chosen when a collection is created. auto: FLAT with Milvus Lite (it is
+    # searched from the in-memory faiss copy anyway), HNSW on a server. HNSW's graph degree M and
+    # build beam efConstruction trade memory and build time for recall; ef is the search beam
+    # (raised to the result limit when smaller). docs/scaling.md has the figures.
+    index: Literal["auto", "FLAT", "HNSW"] = "auto"
+    hnsw_m: int = Field(default=16, ge=4, le=64)
+    hnsw_ef_construction: int = Field(default=200, ge=8, le=1024)
+    hnsw_ef: int = Field(default=64, ge=1, le=32768)
+    # Searches see every write acknowledged before them (another host's too) with Strong; Bounded
+    # lets a busy server answer from a few seconds old data instead of waiting for it.
+    search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
 
 
 class SearchSettings(_Section):

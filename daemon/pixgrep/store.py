@@ -42,6 +42,17 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class IndexParams:
+    """How the dense field is indexed and searched (``milvus.index`` and ``milvus.hnsw_*``)."""
+
+    index: str = "auto"  # auto | FLAT | HNSW; auto is FLAT on Milvus Lite, HNSW on a server
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef: int = 64
+    search_consistency: str = "Strong"
+
+
+@dataclass(frozen=True)
 class Hit:
     content_hash: str
     kind: str
@@ -94,6 +105,7 @@ class MilvusStore:
         flush_rows: int = 2000,
         recreate: bool = False,
         local_dense: bool | None = None,
+        params: IndexParams | None = None,
     ) -> None:
         from pymilvus import MilvusClient
 
@@ -107,6 +119,8 @@ class MilvusStore:
         self.flush_rows = flush_rows
         self._unflushed = 0
         self.metric = "IP"
+        self.params = params or IndexParams()
+        self.index_type = "FLAT"
         self._lock = threading.RLock()
         self.local: LocalDenseIndex | None = None
         try:
@@ -150,7 +164,10 @@ class MilvusStore:
             # Milvus Lite needs a load after every open; a server needs it once.
             for name in (self.collection, self.parts):
                 self.client.load_collection(name)
-            self.metric = self.client.describe_index(self.collection, "dense").get("metric_type", "IP")
+            # An existing collection keeps the index it was built with; search to match it.
+            dense = self.client.describe_index(self.collection, "dense")
+            self.metric = dense.get("metric_type", "IP")
+            self.index_type = str(dense.get("index_type", "FLAT")).upper()
         except EmbeddingMismatch:
             raise
         except Exception as e:
@@ -187,10 +204,12 @@ class MilvusStore:
         ip = self.client.prepare_index_params()
         # Vectors are L2-normalised, so inner product is cosine; Milvus Lite's COSINE
         # re-normalises every stored vector on every query, IP does not (2x faster here).
-        if self.is_lite:
-            ip.add_index("dense", index_type="FLAT", metric_type="IP")
+        index = self.params.index if self.params.index != "auto" else ("FLAT" if self.is_lite else "HNSW")
+        if index == "HNSW":
+            hnsw = {"M": self.params.hnsw_m, "efConstruction": self.params.hnsw_ef_construction}
+            ip.add_index("dense", index_type="HNSW", metric_type="IP", params=hnsw)
         else:
-            ip.add_index("dense", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
+            ip.add_index("dense", index_type="FLAT", metric_type="IP")
         if keyword:
             ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.is_lite:
@@ -199,7 +218,9 @@ class MilvusStore:
             name,
             schema=s,
             index_params=ip,
-            consistency_level="Strong",
+            # Reads that must see the writes before them ask for Strong themselves (count, the
+            # consistency checks, searches by default); the rest need not wait for it.
+            consistency_level="Bounded",
             properties={"pixgrep.embed_model": self.embed_name, "pixgrep.dim": str(self.dim), "pixgrep.layout": LAYOUT},
         )
         log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
@@ -238,7 +259,9 @@ class MilvusStore:
     def _iter_rows(self, fields: list[str]) -> Any:
         """Every row of both collections, in batches, grouped so a content's rows share a batch."""
         for name in (self.collection, self.parts):
-            it = self.client.query_iterator(name, batch_size=4000, filter='content_hash != ""', output_fields=fields)
+            it = self.client.query_iterator(
+                name, batch_size=4000, filter='content_hash != ""', output_fields=fields, consistency_level="Strong"
+            )
             rows: list[dict[str, Any]] = []
             try:
                 while batch := it.next():
@@ -356,6 +379,13 @@ class MilvusStore:
             )
         return out
 
+    def _dense_params(self, limit: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"metric_type": self.metric}
+        if self.index_type == "HNSW":
+            # HNSW returns at most ef candidates, so the beam is at least the limit.
+            params["params"] = {"ef": max(self.params.hnsw_ef, limit)}
+        return params
+
     # Reads take no store lock: MilvusClient is thread-safe, and the local index has its own.
     def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
         if self.local is not None:
@@ -370,7 +400,8 @@ class MilvusStore:
                     anns_field="dense",
                     limit=limit,
                     output_fields=self.OUTPUT,
-                    search_params={"metric_type": self.metric},
+                    search_params=self._dense_params(limit),
+                    consistency_level=self.params.search_consistency,
                     timeout=self.timeout,
                 ),
             )
@@ -389,6 +420,7 @@ class MilvusStore:
                 limit=limit,
                 output_fields=self.OUTPUT,
                 search_params={"metric_type": "BM25"},
+                consistency_level=self.params.search_consistency,
                 timeout=self.timeout,
             ),
         )
@@ -404,7 +436,11 @@ class MilvusStore:
                 res = self._call(
                     "count",
                     lambda name=name: self.client.query(  # type: ignore[misc]
-                        name, filter="", output_fields=["count(*)"], timeout=self.timeout
+                        name,
+                        filter="",
+                        output_fields=["count(*)"],
+                        consistency_level="Strong",
+                        timeout=self.timeout,
                     ),
                 )
                 total += int(res[0]["count(*)"])
@@ -440,4 +476,11 @@ def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = Fal
         timeout=settings.milvus.timeout,
         flush_rows=settings.milvus.flush_rows,
         recreate=recreate,
+        params=IndexParams(
+            index=settings.milvus.index,
+            hnsw_m=settings.milvus.hnsw_m,
+            hnsw_ef_construction=settings.milvus.hnsw_ef_construction,
+            hnsw_ef=settings.milvus.hnsw_ef,
+            search_consistency=settings.milvus.search_consistency,
+        ),
     )
