@@ -133,3 +133,15 @@ def test_hash_is_content_identity(tmp_path: Path) -> None:
     Image.new("RGB", (10, 10), "red").save(a)
     b.write_bytes(a.read_bytes())
     assert images.read_file(str(a)).digest == images.read_file(str(b)).digest
+
+
+def test_damaged_gif_frame_table_is_a_corrupt_image() -> None:
+    """Found by tests/test_fuzz.py: Pillow raises struct.error/IndexError from a GIF's frame table."""
+    good = io.BytesIO()
+    frame = Image.new("RGB", (48, 32), "white")
+    frame.save(good, "GIF", save_all=True, append_images=[frame.rotate(90)])
+    data = good.getvalue()
+    # Cut inside the second frame's descriptor, right after its separator.
+    cut = data[: data.index(b",", data.index(b"!\xf9", 20) + 8) + 1]
+    with pytest.raises(PermanentError, match="corrupt image"):
+        images.decode(cut, max_megapixels=1)

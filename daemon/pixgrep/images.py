@@ -104,6 +104,10 @@ def decode(data: bytes, *, max_megapixels: float) -> Image.Image:
         if "truncated" in msg:
             msg = "truncated image: " + msg
         raise PermanentError(f"corrupt image: {msg}") from None
+    except Exception as e:
+        # Pillow's plugins raise what their parsers hit on damaged headers (IndexError from a GIF's frame
+        # table, struct.error, ZeroDivisionError...; found by tests/test_fuzz.py): the bytes are bad, not us.
+        raise PermanentError(f"corrupt image: {type(e).__name__}: {e}"[:300]) from None
 
 
 def _sniff(data: bytes) -> str:
