@@ -107,6 +107,10 @@ def test_unit_settings(unit: str) -> None:
         ("RuntimeDirectory", "pixgrep"),
         ("RuntimeDirectoryMode", "0700"),
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        # issue 9: no IP peer but loopback, even if something opened a TCP port
+        ("IPAddressDeny", "any"),
+        ("IPAddressAllow", "localhost"),
+        ("UMask", "0077"),
     ]:
         assert f"{key}={value}" in settings, key
     assert "MemoryDenyWriteExecute" not in keys  # torch's oneDNN JIT needs W+X pages

@@ -122,6 +122,11 @@ ProtectProc=invisible
 # No ProcSubset=pid: onnxruntime and torch read /proc/cpuinfo and /proc/meminfo.
 # AF_INET/AF_INET6 only for a remote Milvus (milvus.uri = http://...).
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+# IP traffic to and from loopback only. The daemon listens on Unix sockets alone
+# (its API and embedded Milvus Lite); for a Milvus server on another host, allow
+# its address in a drop-in (systemctl edit pixgrep): IPAddressAllow=192.0.2.10
+IPAddressDeny=any
+IPAddressAllow=localhost
 RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
@@ -207,6 +212,11 @@ ProtectKernelModules=yes
 ProtectClock=yes
 ProtectHostname=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+# IP traffic to and from loopback only (a remote Milvus: allow its address in a
+# drop-in, systemctl --user edit pixgrep). Where the user manager cannot attach
+# the BPF filter, systemd ignores these; the daemon opens no TCP listener anyway.
+IPAddressDeny=any
+IPAddressAllow=localhost
 RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes

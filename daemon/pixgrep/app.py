@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 from pixgrep import scan
 from pixgrep.db import Content, Database, PathEntry, Root, path_prefix_range
 from pixgrep.pipeline import Outcome, Pipeline
+from pixgrep.private import private_state
 from pixgrep.search import Result
 from pixgrep.search import search as _search
 from pixgrep.settings import Settings
@@ -26,7 +27,7 @@ class Index:
 
     def __init__(self, settings: Settings, *, ocr_workers: int | None = None) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        private_state(settings.home)  # 0700 and a 0077 umask: Milvus Lite and the local index are private too
         self.db = Database(settings.db_path)
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers)
 

@@ -33,6 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from pixgrep.private import private_state
+
 SCHEMA_VERSION = 3
 
 
@@ -165,7 +167,8 @@ UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 class Database:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The books hold every OCR'd text: 0700 folder, 0600 files (and -wal/-shm), whatever the umask.
+        private_state(path.parent)
         self.path = path
         self.engine: Engine = create_engine(
             f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False}

@@ -21,3 +21,7 @@ class StoreUnavailable(RetryableError):
 
 class EmbeddingMismatch(PixgrepError):
     """The collection was built with another embedding model or dimension."""
+
+
+class StoreLocked(StoreUnavailable):
+    """Another process holds the embedded Milvus Lite data (its data-dir lock)."""

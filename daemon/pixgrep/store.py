@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from pixgrep import litehost
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -123,10 +124,32 @@ class MilvusStore:
         self.index_type = "FLAT"
         self._lock = threading.RLock()
         self.local: LocalDenseIndex | None = None
+        # Lite is served on a private Unix socket, never on pymilvus's unauthenticated loopback TCP port.
+        self._lite_data: str | None = None
+        client_uri = uri
+        if self.is_lite:
+            try:
+                client_uri = litehost.acquire(uri)
+            except StoreUnavailable:
+                raise
+            except Exception as e:
+                raise _wrap(e, f"open of {uri}") from e
+            self._lite_data = uri
         try:
-            self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
-        except Exception as e:
-            raise _wrap(e, f"connection to {uri}") from e
+            try:
+                self.client = MilvusClient(uri=client_uri, token=token, timeout=timeout)
+            except Exception as e:
+                raise _wrap(e, f"connection to {uri}") from e
+            self._setup(recreate, local_dense)
+        except BaseException:
+            if getattr(self, "client", None) is not None:
+                self.client.close()
+            if self._lite_data is not None:
+                litehost.release(self._lite_data)
+            raise
+
+    def _setup(self, recreate: bool, local_dense: bool | None) -> None:
+        collection, uri = self.collection, self.uri
         if recreate:
             try:
                 for name in (collection, self.parts):
@@ -464,6 +487,9 @@ class MilvusStore:
                 self.client.close()
                 if self.local is not None:
                     self.local.close()
+                if self._lite_data is not None:
+                    litehost.release(self._lite_data)
+                    self._lite_data = None
 
 
 def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> MilvusStore:
