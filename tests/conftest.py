@@ -27,7 +27,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO / "daemon"), str(REPO / "cli"), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
 sys.path[:0] = [str(REPO / "daemon"), str(REPO / "cli")]
-CORPUS = REPO.parent / "shared" / "corpus" / "memes"
+# PIXGREP_TEST_CORPUS: for a checkout that is not beside shared/ (a git worktree elsewhere).
+CORPUS = Path(os.environ.get("PIXGREP_TEST_CORPUS") or REPO.parent / "shared" / "corpus" / "memes")
 
 # PostgreSQL fixtures (pg_server, pg_url) for the tests of the PostgreSQL books.
 pytest_plugins = ["pg_fixtures"]

@@ -29,12 +29,14 @@ import pytest
 
 SEED_ENV = "PIXGREP_FAULT_SEED"
 REPORT_ENV = "PIXGREP_FAULT_REPORT"
+# Read once at import: the tests' `home` fixture clears PIXGREP_* variables before a test runs.
+_SEED = os.environ.get(SEED_ENV)
+_REPORT = os.environ.get(REPORT_ENV)
 
 
 def make_rng(test: str) -> tuple[random.Random, int]:
     """A random generator for one test, seeded from PIXGREP_FAULT_SEED or afresh; the seed is printed."""
-    raw = os.environ.get(SEED_ENV)
-    seed = int(raw) if raw else random.SystemRandom().randrange(2**32)
+    seed = int(_SEED) if _SEED else random.SystemRandom().randrange(2**32)
     # On stderr too: pytest shows captured output of a failing test, and `-s` shows it live.
     print(f"{test}: {SEED_ENV}={seed}", file=sys.stderr)
     return random.Random(seed), seed
@@ -42,7 +44,7 @@ def make_rng(test: str) -> tuple[random.Random, int]:
 
 def record(test: str, **figures: Any) -> None:
     """Append this test's figures to the report file, when one is asked for."""
-    path = os.environ.get(REPORT_ENV)
+    path = _REPORT
     if not path:
         return
     line = {"test": test, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}

@@ -10,6 +10,7 @@ import concurrent.futures as cf
 import ctypes
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -52,9 +53,28 @@ def make_ocr(settings: Settings, threads: int = 1, throughput: bool = False) -> 
     )
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux prctl), then check it still lives.
+
+    A pool process holds both ends of its call queue, so it never sees EOF when the parent is
+    killed (kill -9, OOM); a watch thread alone cannot run while model loading holds the GIL,
+    so the processes outlived their parent by up to 30 s with their models loaded. The kernel's
+    signal needs no thread of ours. The pool's processes are started from long-lived threads
+    (main or worker): the signal follows the death of the thread that started the process.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the watch thread below still ends us within a second or so of idle time
+    if os.getppid() != parent:
+        os._exit(0)  # the parent died before the signal was armed
+
+
 def _exit_with_parent() -> None:
-    # A pool process holds both ends of its call queue, so it never sees EOF when the
-    # parent is killed (kill -9, OOM): without this it would live on, models loaded.
     parent = os.getppid()
 
     def watch() -> None:
@@ -79,9 +99,10 @@ def _trim_after_each_image() -> None:
 _trim: Callable[[], object] | None = None
 
 
-def _init_worker(settings_json: str, threads: int = 1, throughput: bool = False) -> None:
+def _init_worker(settings_json: str, threads: int = 1, throughput: bool = False, parent: int = 0) -> None:
     global _engine, _max_mp
     if mp.parent_process() is not None:
+        _die_with_parent(parent or os.getppid())
         _exit_with_parent()
         if not throughput:
             _trim_after_each_image()
@@ -137,7 +158,7 @@ class OcrPool:
                     self.workers,
                     mp_context=ctx,
                     initializer=_init_worker,
-                    initargs=(self._settings_json, self.threads, self.throughput),
+                    initargs=(self._settings_json, self.threads, self.throughput, os.getpid()),
                 )
             return self._executor
 

@@ -1,0 +1,231 @@
+"""The fault-injection suite: kill -9 loops, a Milvus outage, a full disk, churn, orphaned OCR processes.
+
+Real processes throughout (the CLI, the daemon, `milvus-lite server`, OCR workers); every random choice comes
+from the seed printed at the start of each test (replay with PIXGREP_FAULT_SEED=N). After each fault the books,
+Milvus and the local dense index must agree (faultkit.inconsistencies, until `pixgrep doctor` is the oracle).
+Figures go to PIXGREP_FAULT_REPORT when set (docs/reliability.md quotes the last full run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import copy_corpus, corpus_files, wait_for
+from faultkit import KillLog, alive, books, inconsistencies, kill_loop, make_rng, record
+from pixgrep.images import content_hash
+from pixgrep.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+
+def _env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(extra)
+    return e
+
+
+def cli(env: dict[str, str], *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "pixgrep_cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"pixgrep {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def on_disk(folder: Path) -> dict[str, str]:
+    return {str(p): content_hash(p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------
+# OCR processes die with their parent
+
+
+def test_ocr_workers_die_with_their_parent(home: Path, tmp_path: Path) -> None:
+    """Even an OCR process that cannot run a thread (stopped here; busy loading a model in real life)."""
+    code = textwrap.dedent(
+        """
+        import io, sys, time
+        from PIL import Image
+        from pixgrep.ocrpool import OcrPool
+        from pixgrep.settings import load_settings
+        pool = OcrPool(load_settings(), 1)
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 32), "white").save(buf, "PNG")
+        pool.submit("x", buf.getvalue()).result(timeout=120)
+        print(*pool._executor._processes, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        assert parent.stdout is not None
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert workers, "the pool started no process"
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        parent.kill()
+        parent.wait(30)
+        wait_for(lambda: not any(alive(w) for w in workers), 30, "the OCR processes to die with their parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(30)
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------
+# kill -9 of `pixgrep index`
+
+
+def test_kill_9_of_pixgrep_index_loses_and_duplicates_nothing(home: Path, tmp_path: Path) -> None:
+    rng, seed = make_rng("test_kill_9_of_pixgrep_index")
+    pics = tmp_path / "pics"
+    files = copy_corpus(pics, corpus_files(10, stride=53, offset=rng.randrange(53)))
+    shutil.copyfile(files[0], pics / "copy-of-first.jpg")  # the same bytes under two names
+    env = _env(PIXGREP_OCR__WORKERS="2", PIXGREP_PIPELINE__BATCH_SIZE="4")
+    log = KillLog(seed)
+    out = tmp_path / "index.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with out.open("ab") as fh:
+            return subprocess.Popen(
+                [sys.executable, "-m", "pixgrep_cli.main", "index", str(pics)], env=env, stdout=fh, stderr=fh
+            )
+
+    # Startup takes 2-3 s on two cores: some kills land before any OCR, most in the middle of the run.
+    kill_loop(start, rng, log, runs=6, window=(1.0, 7.0))
+    r = cli(env, "index", str(pics))
+    assert "Traceback" not in r.stderr, r.stderr
+    disk = on_disk(pics)
+    problems = inconsistencies(load_settings(), disk=disk)
+    assert problems == [], f"{log}: {problems}"
+    paths, contents, _ = books(home)
+    assert all(s == "done" for s, _, _ in contents.values()), f"{log}: {contents}"
+    record(
+        "test_kill_9_of_pixgrep_index",
+        seed=seed,
+        runs=len(log.kills) + log.finished_early,
+        kills=len(log.kills),
+        files=len(disk),
+        peak_rss_mb=log.peak_rss_mb,
+    )
+    assert log.kills, f"no run was killed ({log})"
+
+
+# --------------------------------------------------------------------------
+# kill -9 of the daemon
+
+
+class Daemon:
+    """`pixgrep daemon` as a subprocess, its output appended to ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pixgrep_cli.main", "daemon"], env=self.env, stdout=fh, stderr=fh
+            )
+        return self.proc
+
+    def status(self) -> dict[str, Any] | None:
+        r = cli(self.env, "status", "--json", check=False, timeout=60)
+        try:
+            info = json.loads(r.stdout)
+        except ValueError:
+            return None
+        return info if isinstance(info, dict) and info.get("daemon", {}).get("running") else None
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(120)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def _drained(home: Path, disk: dict[str, str]) -> bool:
+    try:
+        paths, contents, queue = books(home)
+    except sqlite3.OperationalError:
+        return False
+    return (
+        queue.get("pending", 0) + queue.get("processing", 0) == 0
+        and set(paths) == set(disk)
+        and all(s == "done" for s, _, _ in contents.values())
+    )
+
+
+def test_kill_9_of_the_daemon_loses_and_duplicates_nothing(home: Path, tmp_path: Path) -> None:
+    rng, seed = make_rng("test_kill_9_of_the_daemon")
+    pics = tmp_path / "pics"
+    copy_corpus(pics, corpus_files(6, stride=61, offset=rng.randrange(61)))
+    spare = corpus_files(6, stride=67, offset=rng.randrange(67))
+    env = _env(
+        PIXGREP_OCR__WORKERS="1",
+        PIXGREP_WATCH__STABLE_SECONDS="0.3",
+        PIXGREP_PIPELINE__BATCH_SIZE="2",
+        PIXGREP_DAEMON__SHUTDOWN_TIMEOUT="60",
+    )
+    cli(env, "watch", str(pics))  # no daemon yet: only the config changes
+    d = Daemon(env, tmp_path / "daemon.log")
+    log = KillLog(seed)
+    events = 0
+
+    def start() -> subprocess.Popen[bytes]:
+        nonlocal events
+        # Changes while the daemon is down: the startup rescan must find them.
+        op = rng.choice(["add", "rename", "delete", "none"])
+        names = sorted(p for p in pics.iterdir())
+        if op == "add" and spare:
+            shutil.copyfile(spare.pop(), pics / f"new{events}.jpg")
+        elif op == "rename" and names:
+            rng.choice(names).rename(pics / f"renamed{events}.jpg")
+        elif op == "delete" and len(names) > 4:
+            rng.choice(names).unlink()
+        events += op != "none"
+        return d.spawn()
+
+    try:
+        # From 3 s after the start: some kills land in start-up and warm-up, the rest mid-batch.
+        kill_loop(start, rng, log, runs=4, window=(3.0, 10.0))
+        d.spawn()
+        disk = on_disk(pics)
+        wait_for(lambda: _drained(home, disk), 180, f"the queue to drain ({log})")
+        assert d.stop() == 0
+    finally:
+        d.kill()
+    problems = inconsistencies(load_settings(), disk=disk)
+    assert problems == [], f"{log}: {problems}"
+    _, _, queue = books(home)
+    assert queue.get("failed", 0) == 0, f"{log}: {queue}"
+    record(
+        "test_kill_9_of_the_daemon",
+        seed=seed,
+        runs=len(log.kills) + log.finished_early + 1,
+        kills=len(log.kills),
+        offline_changes=events,
+        files=len(disk),
+        peak_rss_mb=log.peak_rss_mb,
+    )
+    assert log.kills, f"no run was killed ({log})"
