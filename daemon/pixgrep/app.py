@@ -32,10 +32,21 @@ class Index:
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers)
 
     def search(
-        self, query: str, *, mode: str | None = None, limit: int | None = None, in_dir: str | None = None
+        self,
+        query: str,
+        *,
+        mode: str | None = None,
+        limit: int | None = None,
+        in_dir: str | None = None,
+        all: bool = False,
+        path_ok: Callable[[str], bool] | None = None,
+        source: str | None = None,
     ) -> list[Result]:
+        """Ranked results; in hybrid mode, those below the relevance floor (``search.min_score``) only with ``all``."""
         p = self.pipeline
-        use_dense = (mode or self.settings.search.mode) != "keyword"
+        mode = mode or self.settings.search.mode
+        use_dense = mode != "keyword"
+        # The floor is calibrated on hybrid scores; a one-leg mode is asked for on purpose and shows its top k.
         return _search(
             query,
             store=p.store,
@@ -45,6 +56,9 @@ class Index:
             mode=mode,
             limit=limit,
             in_dir=in_dir,
+            min_score=None if all or mode != "hybrid" else self.settings.search.min_score,
+            path_ok=path_ok,
+            source=source,
         )
 
     def close(self) -> None:

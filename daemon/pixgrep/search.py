@@ -9,6 +9,7 @@ weighted sum of normalised scores.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,12 @@ class Result:
     keyword_score: float | None = None
     dense_rank: int | None = None
     dense_score: float | None = None
+    # --explain: the segment each leg matched, the share of the query the keyword segment
+    # covers, and the relevance the floor judges (coverage^2 * kw weight + cosine * dense weight).
+    keyword_text: str | None = None
+    dense_text: str | None = None
+    coverage: float | None = None
+    relevance: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,41 +68,42 @@ def search(
     mode: str | None = None,
     limit: int | None = None,
     in_dir: str | None = None,
+    min_score: float | None = None,
+    path_ok: Callable[[str], bool] | None = None,
+    source: str | None = None,
 ) -> list[Result]:
+    """Ranked images for ``query``.
+
+    ``min_score`` drops images whose relevance is below it (the "no good match" floor);
+    ``path_ok`` keeps only paths it accepts (date and type filters); ``source`` keeps only
+    segments of that source (ocr or caption).
+    """
     mode = mode or settings.mode
     limit = limit or settings.limit
     query = query.strip()
     if not query:
         return []
     # Over-fetch segments: several rows of one image can crowd the top, and --in filters after.
-    fetch = min(max(limit * 8, 50) * (4 if in_dir else 1), 2000)
+    filtered = bool(in_dir or path_ok or source)
+    fetch = min(max(limit * 8, 50) * (4 if filtered else 1), 2000)
 
-    kw_hits: dict[str, tuple[int, Hit]] = {}
-    dense_hits: dict[str, tuple[int, Hit]] = {}
-    if mode in ("hybrid", "keyword"):
-        kw_hits = _best_per_image(store.search_keyword(textnorm.query_tokens(query), fetch))
-    if mode in ("hybrid", "semantic"):
-        if embedder is None:
-            raise ValueError("semantic search needs an embedder")
-        vec = embedder.embed([query])[0]
-        dense_hits = _best_per_image(store.search_dense(vec, fetch))
+    kw_hits, dense_hits = _legs(query, mode, store=store, embedder=embedder, fetch=fetch, source=source)
+    legs = _Legs(query, kw_hits, dense_hits, settings)
+    ranked = sorted(legs.scores.items(), key=lambda kv: kv[1], reverse=True)
+    if min_score is not None:
+        ranked = [(h, score) for h, score in ranked if legs.relevance.get(h, 0.0) >= min_score]
+    return _page(ranked, legs, db=db, limit=limit, in_dir=in_dir, path_ok=path_ok)
 
-    scores: dict[str, float] = {}
-    if settings.fusion == "rrf":
-        k = settings.rrf_k
-        for h, (rank, _) in kw_hits.items():
-            scores[h] = scores.get(h, 0.0) + settings.keyword_weight / (k + rank)
-        for h, (rank, _) in dense_hits.items():
-            scores[h] = scores.get(h, 0.0) + settings.dense_weight / (k + rank)
-    else:
-        # BM25 finds the candidates; how much of the query the segment covers scores them,
-        # so a partial keyword match doesn't outrank a close paraphrase.
-        for h, (_, hit) in kw_hits.items():
-            scores[h] = scores.get(h, 0.0) + settings.keyword_weight * textnorm.coverage(query, hit.text) ** 2
-        for h, (_, hit) in dense_hits.items():
-            scores[h] = scores.get(h, 0.0) + settings.dense_weight * max(hit.score, 0.0)
 
-    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+def _page(
+    ranked: list[tuple[str, float]],
+    legs: _Legs,
+    *,
+    db: Database,
+    limit: int,
+    in_dir: str | None,
+    path_ok: Callable[[str], bool] | None,
+) -> list[Result]:
     results: list[Result] = []
     paths: dict[str, list[str]] = {}
     # Paths are looked up a chunk of ranked images at a time: usually the first chunk fills
@@ -104,33 +112,90 @@ def search(
     for i, (h, score) in enumerate(ranked):
         if i % chunk == 0:
             paths = _paths_for(db, [hh for hh, _ in ranked[i : i + chunk]], in_dir)
-        plist = paths.get(h)
+        plist = [p for p in paths.get(h, []) if path_ok is None or path_ok(p)]
         if not plist:
-            continue  # filtered out by --in, or a stale row whose paths are gone
-        kw = kw_hits.get(h)
-        dn = dense_hits.get(h)
-        # Show the keyword segment when there is one: it carries the visible match.
-        best = kw[1] if kw else dn[1]  # type: ignore[index]
-        snip, spans = textnorm.snippet(best.text, query)
-        results.append(
-            Result(
-                path=plist[0],
-                score=round(score, 6),
-                source=best.source,
-                text=best.text,
-                content_hash=h,
-                snippet=snip,
-                spans=spans,
-                other_paths=plist[1:],
-                keyword_rank=kw[0] if kw else None,
-                keyword_score=round(kw[1].score, 4) if kw else None,
-                dense_rank=dn[0] if dn else None,
-                dense_score=round(dn[1].score, 4) if dn else None,
-            )
-        )
+            continue  # filtered out by --in, a date or type filter, or a stale row whose paths are gone
+        results.append(legs.result(h, score, plist))
         if len(results) >= limit:
             break
     return results
+
+
+def _legs(
+    query: str, mode: str, *, store: VectorStore, embedder: Embedder | None, fetch: int, source: str | None
+) -> tuple[dict[str, tuple[int, Hit]], dict[str, tuple[int, Hit]]]:
+    """Each leg's best segment per image, with its per-image rank."""
+    kw_hits: dict[str, tuple[int, Hit]] = {}
+    dense_hits: dict[str, tuple[int, Hit]] = {}
+    if mode in ("hybrid", "keyword"):
+        kw_hits = _best_per_image(_of_source(store.search_keyword(textnorm.query_tokens(query), fetch), source))
+    if mode in ("hybrid", "semantic"):
+        if embedder is None:
+            raise ValueError("semantic search needs an embedder")
+        vec = embedder.embed([query])[0]
+        dense_hits = _best_per_image(_of_source(store.search_dense(vec, fetch), source))
+    return kw_hits, dense_hits
+
+
+class _Legs:
+    """The two legs' hits of one query, fused into scores, with each image's relevance."""
+
+    def __init__(
+        self,
+        query: str,
+        kw_hits: dict[str, tuple[int, Hit]],
+        dense_hits: dict[str, tuple[int, Hit]],
+        settings: SearchSettings,
+    ) -> None:
+        self.query = query
+        self.kw_hits = kw_hits
+        self.dense_hits = dense_hits
+        # How much of the query the best keyword segment covers, squared, plus the cosine: the
+        # weighted fusion score, and the relevance the floor judges whatever the fusion.
+        self.cover = {h: textnorm.coverage(query, hit.text) for h, (_, hit) in kw_hits.items()}
+        self.relevance = {h: settings.keyword_weight * c**2 for h, c in self.cover.items()}
+        for h, (_, hit) in dense_hits.items():
+            self.relevance[h] = self.relevance.get(h, 0.0) + settings.dense_weight * max(hit.score, 0.0)
+        if settings.fusion == "rrf":
+            k = settings.rrf_k
+            self.scores: dict[str, float] = {}
+            for h, (rank, _) in kw_hits.items():
+                self.scores[h] = self.scores.get(h, 0.0) + settings.keyword_weight / (k + rank)
+            for h, (rank, _) in dense_hits.items():
+                self.scores[h] = self.scores.get(h, 0.0) + settings.dense_weight / (k + rank)
+        else:
+            # BM25 finds the candidates; how much of the query the segment covers scores them,
+            # so a partial keyword match doesn't outrank a close paraphrase.
+            self.scores = dict(self.relevance)
+
+    def result(self, h: str, score: float, plist: list[str]) -> Result:
+        kw = self.kw_hits.get(h)
+        dn = self.dense_hits.get(h)
+        # Show the keyword segment when there is one: it carries the visible match.
+        best = kw[1] if kw else dn[1]  # type: ignore[index]
+        snip, spans = textnorm.snippet(best.text, self.query)
+        return Result(
+            path=plist[0],
+            score=round(score, 6),
+            source=best.source,
+            text=best.text,
+            content_hash=h,
+            snippet=snip,
+            spans=spans,
+            other_paths=plist[1:],
+            keyword_rank=kw[0] if kw else None,
+            keyword_score=round(kw[1].score, 4) if kw else None,
+            dense_rank=dn[0] if dn else None,
+            dense_score=round(dn[1].score, 4) if dn else None,
+            keyword_text=kw[1].text if kw else None,
+            dense_text=dn[1].text if dn else None,
+            coverage=round(self.cover[h], 4) if h in self.cover else None,
+            relevance=round(self.relevance.get(h, 0.0), 6),
+        )
+
+
+def _of_source(hits: list[Hit], source: str | None) -> list[Hit]:
+    return hits if source is None else [h for h in hits if h.source == source]
 
 
 def _paths_for(db: Database, hashes: list[str], in_dir: str | None) -> dict[str, list[str]]:

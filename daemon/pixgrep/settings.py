@@ -52,6 +52,10 @@ def default_home() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "pixgrep"
 
 
+def default_cache_dir() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "pixgrep"
+
+
 def default_runtime_dir() -> Path:
     value = os.environ.get("XDG_RUNTIME_DIR")
     if value:
@@ -163,6 +167,10 @@ class SearchSettings(_Section):
     keyword_weight: float = Field(default=1.0, ge=0)
     dense_weight: float = Field(default=0.5, ge=0)
     limit: int = Field(default=10, ge=1, le=1000)
+    # The relevance floor: an image whose coverage^2 + 0.5 * cosine (the weighted fusion score,
+    # whatever `fusion` is) is below this is not a match; `--all` shows it anyway.
+    # Calibrated on the development queries and bench/queries_nomatch.jsonl (bench/RESULTS.md).
+    min_score: float = Field(default=0.3, ge=0)
 
 
 class WatchFolder(_Section):
@@ -188,6 +196,20 @@ class DaemonSettings(_Section):
     queue_size: int = Field(default=256, ge=1)
 
 
+class UiSettings(_Section):
+    """The web gallery the daemon serves (``pixgrep ui``)."""
+
+    enabled: bool = True
+    # Loopback only unless allow_remote: the token is the only lock, and TCP has no file modes.
+    host: str = "127.0.0.1"
+    # 0 picks a free port; a busy port also falls back to a free one (`pixgrep ui` asks the daemon).
+    port: int = Field(default=8399, ge=0, le=65535)
+    allow_remote: bool = False
+    # Thumbnails, keyed by content hash; empty: $XDG_CACHE_HOME/pixgrep/thumbs.
+    thumbs: Path | None = None
+    thumb_size: int = Field(default=320, ge=64, le=2048)
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_config_file", default=None)
 
 
@@ -208,6 +230,7 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     watch: WatchSettings = WatchSettings()
     daemon: DaemonSettings = DaemonSettings()
+    ui: UiSettings = UiSettings()
 
     @field_validator("home", "config_file")
     @classmethod
@@ -241,6 +264,14 @@ class Settings(BaseSettings):
     @property
     def milvus_is_lite(self) -> bool:
         return not self.milvus.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.ui.thumbs or default_cache_dir() / "thumbs"
+
+    @property
+    def ui_token_path(self) -> Path:
+        return self.home / "ui-token"
 
     @property
     def socket_path(self) -> Path:
