@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import copy_corpus, corpus_files, wait_for
-from pixgrep.service.supervisor import Daemon
+from pixgrep.service.supervisor import Supervisor
 from pixgrep.settings import ExitCode, Settings, load_settings
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ class FakeNotifier:
 
 
 class Running:
-    def __init__(self, daemon: Daemon, notifier: FakeNotifier) -> None:
+    def __init__(self, daemon: Supervisor, notifier: FakeNotifier) -> None:
         self.daemon = daemon
         self.notifier = notifier
         self.result: list[int] = []
@@ -69,10 +69,10 @@ def settings(home: Path, tmp_path: Path) -> Settings:
 @pytest.fixture
 def running(settings: Settings) -> Iterator[Running]:
     notifier = FakeNotifier()
-    d = Daemon(settings, ocr_workers=0, notifier=notifier)
+    d = Supervisor(settings, ocr_workers=0, notifier=notifier)
     r = Running(d, notifier)
     r.thread.start()
-    wait_for(lambda: d._ready.is_set() or not r.thread.is_alive(), 90, "the daemon to start")
+    wait_for(lambda: d.ready.is_set() or not r.thread.is_alive(), 90, "the daemon to start")
     yield r
     d.request_stop()
     r.thread.join(90)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from pixgrep import scan
 from pixgrep.db import Content, Database, PathEntry, Root, path_prefix_range
@@ -152,19 +152,36 @@ def status(db: Database, settings: Settings, *, failed: bool = False, limit: int
     out: dict[str, Any] = {"counts": counts, "home": str(settings.home), "milvus": settings.milvus_uri}
     with db.session() as s:
         out["roots"] = list(s.scalars(select(Root.path)))
-        if failed:
-            rows = s.execute(
-                select(PathEntry.path, PathEntry.error, Content.error, PathEntry.attempts, Content.attempts)
-                .outerjoin(Content, Content.hash == PathEntry.content_hash)
-                .where(or_(PathEntry.error.is_not(None), Content.status == "failed", Content.status == "pending"))
-                .order_by(PathEntry.path)
-                .limit(limit)
-            ).all()
-            out["failures"] = [
-                {"path": p, "error": pe or ce or "pending", "attempts": max(pa or 0, ca or 0)}
-                for p, pe, ce, pa, ca in rows
-            ]
+    if failed:
+        out["failures"] = failures(db, limit=limit)
     return out
+
+
+def _failing() -> Any:
+    # The one definition of "this path needs attention": its own error, or a failed or pending content.
+    return PathEntry.error.is_not(None) | Content.status.in_(("failed", "pending"))
+
+
+def failures(db: Database, *, limit: int | None = 50) -> list[dict[str, Any]]:
+    """Paths that failed or wait for a retry, with the reason and the attempts so far."""
+    with db.session() as s:
+        rows = s.execute(
+            select(PathEntry.path, PathEntry.error, Content.error, PathEntry.attempts, Content.attempts)
+            .outerjoin(Content, Content.hash == PathEntry.content_hash)
+            .where(_failing())
+            .order_by(PathEntry.path)
+            .limit(limit)
+        ).all()
+    return [
+        {"path": p, "error": pe or ce or "pending", "attempts": max(pa or 0, ca or 0)} for p, pe, ce, pa, ca in rows
+    ]
+
+
+def retry_failed(index: Index) -> list[str]:
+    """Mark failed contents for another try; returns the paths to process again (with force)."""
+    paths = [f["path"] for f in failures(index.db, limit=None)]
+    index.pipeline.reset_failed()
+    return paths
 
 
 @dataclass

@@ -25,3 +25,7 @@ class EmbeddingMismatch(PixgrepError):
 
 class StoreLocked(StoreUnavailable):
     """Another process holds the embedded Milvus Lite data (its data-dir lock)."""
+
+
+class NoIndex(PixgrepError):
+    """Nothing was indexed yet under this home: there is nothing to search."""

@@ -18,7 +18,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,7 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pixgrep.backend import Backend
 from pixgrep.errors import PixgrepError
+from pixgrep.service.threads import StoppableThread
 
 log = logging.getLogger("pixgrep.service.api")
 
@@ -46,26 +48,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-class Backend(Protocol):
-    """What the API needs from the daemon; every method may block."""
-
-    def health(self) -> dict[str, Any]: ...
-
-    def status(self, *, failed: bool) -> dict[str, Any]: ...
-
-    def search(
-        self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None
-    ) -> list[dict[str, Any]]: ...
-
-    def watch(self, path: str, *, polling: bool) -> dict[str, Any]: ...
-
-    def unwatch(self, path: str, *, forget: bool) -> dict[str, Any]: ...
-
-    def index_paths(self, paths: list[str], *, force: bool) -> int: ...
-
-    def reindex(self, *, stale: bool, embeddings: bool, all: bool, failed: bool) -> dict[str, Any]: ...
 
 
 class _Body(BaseModel):
@@ -131,6 +113,7 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
         return endpoint
 
     async def health(request: Request) -> Any:
+        # On the event loop: it must answer while every worker thread is busy.
         return backend.health()
 
     async def status(request: Request) -> Any:
@@ -152,7 +135,7 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
 
     async def index(request: Request) -> Any:
         b: IndexBody = await body(request, IndexBody)
-        return {"queued": await run(lambda: backend.index_paths(b.paths, force=b.force))}
+        return await run(lambda: backend.index(b.paths, force=b.force))
 
     async def reindex(request: Request) -> Any:
         b: ReindexBody = await body(request, ReindexBody)
@@ -213,68 +196,61 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-class ApiServer:
+class ApiServer(StoppableThread):
     """uvicorn in a thread of its own, serving ``build_app(backend)`` on ``socket_path``."""
 
-    def __init__(self, backend: Backend, socket_path: Path, *, workers: int = 4) -> None:
+    def __init__(self, backend: Backend, socket_path: Path, *, workers: int = 4, start_timeout: float = 10.0) -> None:
+        super().__init__("pixgrep-api-server")
         self.socket_path = socket_path
+        self.start_timeout = start_timeout
         self.executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="pixgrep-api")
         self.app = build_app(backend, self.executor)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self.exception: BaseException | None = None
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._sock = bind_socket(self.socket_path)
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=3,
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=3,
+            )
         )
-        server = uvicorn.Server(config)
-        self._server = server
-        sock = self._sock
+        self._sock: socket.socket | None = None
 
-        def serve() -> None:
-            try:
-                server.run(sockets=[sock])
-            except BaseException as e:
-                self.exception = e
-                log.critical("API server died: %r", e, exc_info=True)
+    def on_thread_start(self) -> None:
+        self._sock = bind_socket(self.socket_path)
 
-        self._thread = threading.Thread(target=serve, name="pixgrep-api-server", daemon=True)
-        self._thread.start()
-        deadline = threading.Event()
-        for _ in range(int(timeout * 50)):
-            if server.started or not self._thread.is_alive():
+    def run(self) -> None:
+        assert self._sock is not None
+        self._server.run(sockets=[self._sock])
+
+    def start(self) -> None:
+        """Bind the socket and serve; raises ApiError or RuntimeError if it cannot."""
+        super().start()
+        started = threading.Event()
+        for _ in range(int(self.start_timeout * 50)):
+            if self._server.started or not self.alive:
                 break
-            deadline.wait(0.02)
-        if not server.started:
+            started.wait(0.02)
+        if not self._server.started:
             self.stop()
             raise RuntimeError(f"the API did not start on {self.socket_path}: {self.exception!r}")
         log.info("API listening", extra={"file": str(self.socket_path)})
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def on_thread_stop(self) -> None:
+        self._server.should_exit = True
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                if self._server is not None:
-                    self._server.force_exit = True
-                self._thread.join(timeout)
-            self._thread = None
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        ok = super().stop(timeout)
+        if not ok:
+            # Open connections past the graceful timeout: cut them.
+            self._server.force_exit = True
+            ok = self.join(timeout)
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+            # Only a socket we bound: not another daemon's that made us refuse to start.
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        return ok

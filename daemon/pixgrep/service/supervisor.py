@@ -1,17 +1,22 @@
 """``pixgrep daemon``: the foreground service that systemd runs.
 
-Threads: the main thread handles signals and supervises; ``pixgrep-worker``
-runs the pipeline; the watcher's observers and its ``pixgrep-gate`` only
-enqueue; ``pixgrep-rescan`` reconciles disk and books at start-up and every
-``watch.rescan_interval``; ``pixgrep-api-server`` serves the socket. If any of
-them dies unexpectedly the process exits with ExitCode.SOFTWARE so that
-systemd restarts it; the durable queue makes that safe.
+The supervisor owns the process: signals, sd_notify, config reload, and the
+set of threads, each a ``StoppableThread``: ``pixgrep-worker`` runs the
+pipeline; the watcher's observers and its ``pixgrep-gate`` only enqueue;
+``pixgrep-rescan`` reconciles disk and books at start-up and every
+``watch.rescan_interval``; ``pixgrep-api-server`` serves the socket with a
+``DaemonBackend``. If any of them dies unexpectedly the process exits with
+ExitCode.SOFTWARE so that systemd restarts it; the durable queue makes that safe.
+
+Shutdown runs in one order: SIGTERM sets a flag; the watcher stops (nothing new
+is queued), the rescan loop stops, the worker finishes its batch within
+``daemon.shutdown_timeout``, the queue is pruned and the store flushed and
+closed, and the API goes last so that the CLI sees the daemon until it is gone.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 import logging
 import os
@@ -19,17 +24,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 from pixgrep import scan
 from pixgrep.app import Index
-from pixgrep.app import status as books_status
-from pixgrep.db import Root
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
 from pixgrep.service.api import ApiError, ApiServer
-from pixgrep.service.queue import Job, WorkQueue
-from pixgrep.service.reconcile import Report, reconcile
+from pixgrep.service.backend import DaemonBackend, version
+from pixgrep.service.folders import WatchList
+from pixgrep.service.queue import WorkQueue
+from pixgrep.service.rescan import Rescanner
+from pixgrep.service.threads import StoppableThread
 from pixgrep.service.watcher import Folder, Watcher
 from pixgrep.service.worker import Worker
 from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
@@ -39,7 +44,6 @@ log = logging.getLogger("pixgrep.service")
 
 STATUS_EVERY = 5.0
 STORE_RETRY = 3.0
-HEAL_EVERY = 30.0
 # Settings a running daemon cannot change; a reload only warns about them.
 _RESTART_ONLY = ("home", "image", "ocr", "embed", "caption", "pipeline", "milvus")
 
@@ -70,8 +74,12 @@ def _tiny_png() -> bytes:
     return buf.getvalue()
 
 
-class Daemon:
-    """The running service; also the API's backend."""
+def _folders(settings: Settings) -> list[Folder]:
+    return [Folder(str(f.path), f.polling) for f in settings.watch.folders]
+
+
+class Supervisor:
+    """The running service: starts the threads, watches them, reloads, and shuts down in order."""
 
     def __init__(
         self,
@@ -86,26 +94,23 @@ class Daemon:
         self._ocr_workers = ocr_workers
         self.notifier = notifier or make_notifier()
         self.started_at = time.time()
-        self.folders: list[Folder] = [Folder(str(f.path), f.polling) for f in settings.watch.folders]
         self.index: Index | None = None
         self.queue: WorkQueue | None = None
+        self.watchlist: WatchList | None = None
         self.worker: Worker | None = None
         self.watcher: Watcher | None = None
+        self.rescanner: Rescanner | None = None
         self.api: ApiServer | None = None
+        self.backend = DaemonBackend(self)
         self.state = "starting"
         self.exit_code = ExitCode.OK
-        self.reconciles: dict[str, Report] = {}
+        # Errors of the supervisor and the rescan loop, for `pixgrep status`.
         self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self.ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reload = threading.Event()
-        self._ready = threading.Event()
-        self._rescan_kick = threading.Event()
-        self._rescan_now: list[str] = []
-        self._rescan_lock = threading.Lock()
-        self._rescan_thread: threading.Thread | None = None
-        self._rescan_exception: BaseException | None = None
-        self._roots_cache: list[str] | None = None
+        self._next_ping = 0.0
 
     # Signals ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -122,8 +127,18 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
 
     # Start-up -----------------------------------------------------------------
-    def _filter(self) -> scan.FileFilter:
+    def file_filter(self) -> scan.FileFilter:
         return scan.FileFilter.from_settings(self.settings)
+
+    def threads(self) -> list[StoppableThread]:
+        """The supervised threads that run now, in start order."""
+        gate = self.watcher.gate if self.watcher is not None else None
+        return [t for t in (self.api, self.worker, gate, self.rescanner) if t is not None]
+
+    def _supervise(self, t: StoppableThread) -> None:
+        # A dying thread wakes the main loop at once instead of at its next tick.
+        t.on_death = lambda _e: self._wake.set()
+        t.start()
 
     def start(self) -> None:
         """Open everything; raises ConfigError, or StoreUnavailable if stopped while waiting for the store."""
@@ -134,41 +149,59 @@ class Daemon:
         self.index = Index(s, ocr_workers=workers)
         self.queue = WorkQueue(self.index.db, max_attempts=s.pipeline.max_attempts)
         self.queue.recover()
+        self.watchlist = WatchList(self.index.db, _folders(s))
         # The API first: while we hold the Milvus Lite lock, the CLI must find us.
-        self.api = ApiServer(self, s.socket_path)
+        self.api = ApiServer(self.backend, s.socket_path)
         try:
-            self.api.start()
+            self._supervise(self.api)
         except ApiError as e:
             raise ConfigError(str(e)) from None
         self._warm_up()
         if self._stop.is_set():
             return
+        self._start_threads()
+        self.state = "running"
+        self.ready.set()
+        self.notifier.ready()
+        self._notify_status()
+        log.info("daemon ready: pid %d, %d watched folders", os.getpid(), len(self.watchlist.folders()))
+
+    def _start_threads(self) -> None:
+        s = self.settings
+        index, queue, watchlist = self.index, self.queue, self.watchlist
+        assert index is not None and queue is not None and watchlist is not None
         self.worker = Worker(
-            self.index.pipeline,
-            self.queue,
+            index.pipeline,
+            queue,
             batch_size=s.pipeline.batch_size,
             stable_seconds=s.watch.stable_seconds,
             idle_unload_seconds=s.daemon.idle_unload_seconds,
-            roots=self._roots,
-            flt=self._filter(),
+            roots=watchlist.roots,
+            flt=self.file_filter(),
         )
-        self.worker.start()
+        self._supervise(self.worker)
         self.watcher = Watcher(
-            self.queue,
-            self._filter(),
+            queue,
+            self.file_filter(),
             stable_seconds=s.watch.stable_seconds,
             poll_interval=s.watch.poll_interval,
             capacity=s.daemon.queue_size,
         )
-        self.watcher.start(self.folders)
-        self._remember_roots([f.path for f in self.folders])
-        self._rescan_thread = threading.Thread(target=self._rescan_main, name="pixgrep-rescan", daemon=True)
-        self._rescan_thread.start()
-        self.state = "running"
-        self._ready.set()
-        self.notifier.ready()
-        self._notify_status()
-        log.info("daemon ready: pid %d, %d watched folders", os.getpid(), len(self.folders))
+        self.watcher.gate.on_death = lambda _e: self._wake.set()
+        self.watcher.start(watchlist.folders())
+        watchlist.remember(watchlist.paths())
+        worker = self.worker
+        self.rescanner = Rescanner(
+            index.db,
+            queue,
+            self.watcher,
+            watchlist,
+            flt=self.file_filter,
+            interval=lambda: self.settings.watch.rescan_interval,
+            purge=lambda: worker.call(index.pipeline.purge_orphans),
+            errors=self.errors,
+        )
+        self._supervise(self.rescanner)
 
     def _warm_up(self) -> None:
         """Load the embedder, open the store and start OCR; wait while another process holds the store."""
@@ -208,18 +241,12 @@ class Daemon:
             interval = self.notifier.watchdog_interval()
             self._next_ping = now + (interval if interval else 3600.0)
 
-    _next_ping = 0.0
-
-    def _dead_thread(self) -> str | None:
-        if self.worker is not None and not self.worker.alive:
-            return f"worker thread died: {self.worker.exception!r}"
-        if self.api is not None and not self.api.alive:
-            return f"API server thread died: {self.api.exception!r}"
-        if self._rescan_thread is not None and not self._rescan_thread.is_alive():
-            return f"rescan thread died: {self._rescan_exception!r}"
+    def dead_thread(self) -> str | None:
+        """Why the daemon must exit, if one of its threads died."""
+        for t in self.threads():
+            if t.died:
+                return f"{t.name} thread died: {t.exception!r}"
         if self.watcher is not None:
-            if not self.watcher.gate.alive:
-                return "stability gate thread died"
             dead = self.watcher.dead()
             if dead:
                 return f"observer of {dead[0]} died"
@@ -231,12 +258,22 @@ class Daemon:
             self.start()
         except ConfigError as e:
             log.error("%s", e)
-            self._shutdown()
+            self.shutdown()
             return int(ExitCode.CONFIG)
         except Exception as e:
             log.critical("start-up failed: %r", e, exc_info=True)
-            self._shutdown()
+            self.shutdown()
             return int(ExitCode.SOFTWARE)
+        self._loop()
+        ok = self.shutdown()
+        if self.exit_code == ExitCode.OK and not ok:
+            log.warning(
+                "the current batch did not finish within %.0fs; it will be redone",
+                self.settings.daemon.shutdown_timeout,
+            )
+        return int(self.exit_code)
+
+    def _loop(self) -> None:
         last_status = 0.0
         while not self._stop.is_set():
             interval = self.notifier.watchdog_interval()
@@ -246,15 +283,8 @@ class Daemon:
                 break
             if self._reload.is_set():
                 self._reload.clear()
-                try:
-                    self.reload()
-                except Exception as e:
-                    log.exception("reload failed")
-                    self.errors.append(
-                        {"time": time.time(), "path": str(self.settings.config_file), "error": f"reload failed: {e}"}
-                    )
-                    self.notifier.ready()
-            dead = self._dead_thread()
+                self._try_reload()
+            dead = self.dead_thread()
             if dead:
                 log.critical("%s; exiting so that the service manager restarts the daemon", dead)
                 self.exit_code = ExitCode.SOFTWARE
@@ -263,13 +293,6 @@ class Daemon:
             if time.monotonic() - last_status >= STATUS_EVERY:
                 last_status = time.monotonic()
                 self._notify_status()
-        ok = self._shutdown()
-        if self.exit_code == ExitCode.OK and not ok:
-            log.warning(
-                "the current batch did not finish within %.0fs; it will be redone",
-                self.settings.daemon.shutdown_timeout,
-            )
-        return int(self.exit_code)
 
     def _notify_status(self) -> None:
         try:
@@ -282,35 +305,49 @@ class Daemon:
         except Exception as e:
             log.debug("status update failed: %s", e)
 
-    def _shutdown(self) -> bool:
-        """Stop the watcher, drain the worker, flush and close; False if the batch did not finish in time."""
+    def shutdown(self) -> bool:
+        """Stop the watcher, drain the worker, flush and close, stop the API; False if the batch did not finish in time."""
         self.state = "stopping"
         self.notifier.stopping()
         self._stop.set()
-        self._rescan_kick.set()
-        ok = True
         if self.watcher is not None:
             self.watcher.stop()
-        if self._rescan_thread is not None:
-            self._rescan_thread.join(10)
+        if self.rescanner is not None:
+            self.rescanner.stop(10)
+        ok = True
         if self.worker is not None:
             ok = self.worker.stop(self.settings.daemon.shutdown_timeout)
+        if ok:
+            self._close_index()
+        # The API last: until here the CLI finds a daemon (and gets 503s), not a half-closed index.
         if self.api is not None:
             self.api.stop()
-        if self.index is not None:
-            if not ok:
-                # The worker still uses the store: leave its claims to crash recovery and skip the close.
-                return False
-            try:
-                if self.queue is not None:
-                    self.queue.prune()
-                self.index.close()  # flushes Milvus
-            except Exception as e:
-                log.error("closing the index failed: %s", e)
-        log.info("daemon stopped")
+        if ok:
+            log.info("daemon stopped")
         return ok
 
+    def _close_index(self) -> None:
+        # Skipped when the worker still runs a batch: its claims are left to crash recovery.
+        if self.index is None:
+            return
+        try:
+            if self.queue is not None:
+                self.queue.prune()
+            self.index.close()  # flushes Milvus
+        except Exception as e:
+            log.error("closing the index failed: %s", e)
+
     # Reload -------------------------------------------------------------------
+    def _try_reload(self) -> None:
+        try:
+            self.reload()
+        except Exception as e:
+            log.exception("reload failed")
+            self.errors.append(
+                {"time": time.time(), "path": str(self.settings.config_file), "error": f"reload failed: {e}"}
+            )
+            self.notifier.ready()
+
     def reload(self) -> None:
         self.notifier.reloading()
         try:
@@ -329,229 +366,26 @@ class Daemon:
         if self.index is not None:
             self.index.settings.search = new.search  # search tuning applies to the next query
         logging.getLogger().setLevel(new.log_level)
-        flt = self._filter()
+        flt = self.file_filter()
         assert self.watcher is not None and self.worker is not None
+        assert self.watchlist is not None and self.rescanner is not None
         self.watcher.configure(flt=flt, stable_seconds=new.watch.stable_seconds, poll_interval=new.watch.poll_interval)
         self.worker.flt = flt
         self.worker.stable_seconds = new.watch.stable_seconds
         self.worker.idle_unload_seconds = new.daemon.idle_unload_seconds
-        self.folders = [Folder(str(f.path), f.polling) for f in new.watch.folders]
-        added, removed = self.watcher.sync(self.folders)
-        self._remember_roots(added)
+        self.watchlist.replace(_folders(new))
+        added, removed = self.watcher.sync(self.watchlist.folders())
+        self.watchlist.remember(added)
         for p in added:
-            self.kick_rescan(p)
-        log.info("reloaded config: %d folders (%d added, %d removed)", len(self.folders), len(added), len(removed))
+            self.rescanner.kick(p)
+        log.info(
+            "reloaded config: %d folders (%d added, %d removed)",
+            len(self.watchlist.folders()),
+            len(added),
+            len(removed),
+        )
         self.notifier.ready()
         self._notify_status()
-
-    # Rescan -------------------------------------------------------------------
-    def kick_rescan(self, path: str | None = None) -> None:
-        with self._rescan_lock:
-            self._rescan_now.append(path or "*")
-        self._rescan_kick.set()
-
-    def _rescan_main(self) -> None:
-        try:
-            self._rescan_loop()
-        except BaseException as e:
-            self._rescan_exception = e
-            log.critical("rescan thread died: %r", e, exc_info=True)
-            self._wake.set()
-
-    def _rescan_loop(self) -> None:
-        assert self.queue is not None and self.watcher is not None
-        last_full = 0.0
-        first = True
-        while not self._stop.is_set():
-            with self._rescan_lock:
-                asked = self._rescan_now
-                self._rescan_now = []
-            interval = self.settings.watch.rescan_interval
-            full = first or "*" in asked or (interval and time.monotonic() - last_full >= interval)
-            targets = [f.path for f in self.folders] if full else [p for p in asked if p != "*"]
-            # Folders that were missing (unmounted) or whose watch broke: watch and reconcile them again.
-            healed = self.watcher.heal(self.folders)
-            if full:
-                last_full = time.monotonic()
-                self.queue.prune()
-                if not first and self.worker is not None and self.index is not None:
-                    # Vectors whose deletion failed while Milvus was away.
-                    try:
-                        self.worker.call(self.index.pipeline.purge_orphans)
-                    except Exception as e:
-                        log.warning("purging orphaned vectors failed: %s", e)
-            for root in dict.fromkeys([*targets, *healed]):
-                if self._stop.is_set():
-                    return
-                try:
-                    self.reconciles[os.path.abspath(root)] = reconcile(self.index.db, self.queue, root, self._filter())  # type: ignore[union-attr]
-                except Exception as e:
-                    log.exception("reconcile failed", extra={"file": root})
-                    self.errors.append({"time": time.time(), "path": root, "error": f"reconcile failed: {e}"})
-            first = False
-            wait = max(0.5, interval - (time.monotonic() - last_full)) if interval else HEAL_EVERY
-            self._rescan_kick.wait(min(wait, HEAL_EVERY))
-            self._rescan_kick.clear()
-
-    # Roots --------------------------------------------------------------------
-    def _remember_roots(self, paths: list[str]) -> None:
-        assert self.index is not None
-        if not paths:
-            return
-        with self.index.db.session() as s:
-            for p in paths:
-                s.merge(Root(path=os.path.abspath(p)))
-        self._roots_cache = None
-
-    def _roots(self) -> list[str]:
-        if self._roots_cache is None:
-            assert self.index is not None
-            from sqlalchemy import select
-
-            with self.index.db.session() as s:
-                known = [str(p) for p in s.scalars(select(Root.path))]
-            self._roots_cache = sorted({*known, *(os.path.abspath(f.path) for f in self.folders)})
-        return self._roots_cache
-
-    # API backend --------------------------------------------------------------
-    def _need_ready(self) -> Index:
-        if not self._ready.is_set() or self.index is None:
-            raise ApiError(503, f"the daemon is {self.state}; try again in a moment")
-        return self.index
-
-    def health(self) -> dict[str, Any]:
-        return {"ok": True, "pid": os.getpid(), "state": self.state, "version": _version()}
-
-    def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
-        index = self._need_ready()
-        return [r.to_json() for r in index.search(query, mode=mode, limit=limit, in_dir=in_dir)]
-
-    def status(self, *, failed: bool) -> dict[str, Any]:
-        if self.index is None or self.queue is None:
-            raise ApiError(503, f"the daemon is {self.state}")
-        info = books_status(self.index.db, self.settings, failed=failed)
-        depth = self.queue.depth()
-        w = self.worker
-        errors = sorted([*(w.errors if w else []), *self.errors], key=lambda e: e["time"])[-10:]
-        info["watched"] = [os.path.abspath(f.path) for f in self.folders]
-        info["daemon"] = {
-            "running": True,
-            "pid": os.getpid(),
-            "state": self.state,
-            "version": _version(),
-            "started_at": self.started_at,
-            "uptime_seconds": round(time.time() - self.started_at, 1),
-            "socket": str(self.settings.socket_path),
-            "images_per_second": w.images_per_second() if w else None,
-            "indexed_since_start": w.stats.indexed if w else 0,
-            "queue": depth,
-            "waiting_to_settle": self.watcher.gate.waiting() if self.watcher else 0,
-            "working_on": list(w.current) if w else [],
-            "watchers": self.watcher.folders() if self.watcher else [],
-            "reconcile": {
-                p: {
-                    "files": r.files,
-                    "queued": r.queued,
-                    "deleted": r.deleted,
-                    "seconds": round(r.seconds, 3),
-                    "skipped": r.skipped,
-                }
-                for p, r in self.reconciles.items()
-            },
-            "last_errors": [f"{e['path']}: {e['error']}" for e in errors],
-        }
-        if failed:
-            info.setdefault("failures", []).extend(
-                {"path": f["path"], "error": f["error"] or "failed", "attempts": f["attempts"]}
-                for f in self.queue.failures()
-            )
-        return info
-
-    def watch(self, path: str, *, polling: bool) -> dict[str, Any]:
-        self._need_ready()
-        assert self.watcher is not None
-        path = os.path.abspath(os.path.expanduser(path))
-        if not os.path.isdir(path):
-            raise ApiError(400, f"{path} is not a folder")
-        self.folders = [f for f in self.folders if os.path.abspath(f.path) != path] + [Folder(path, polling)]
-        mode = self.watcher.add(Folder(path, polling))
-        self._remember_roots([path])
-        self.kick_rescan(path)
-        return {"path": path, "mode": mode, "watched": [f.path for f in self.folders]}
-
-    def unwatch(self, path: str, *, forget: bool) -> dict[str, Any]:
-        index = self._need_ready()
-        assert self.watcher is not None
-        path = os.path.abspath(os.path.expanduser(path))
-        was = any(os.path.abspath(f.path) == path for f in self.folders)
-        self.folders = [f for f in self.folders if os.path.abspath(f.path) != path]
-        self.watcher.remove(path)
-        removed = 0
-        if forget:
-            assert self.worker is not None
-            removed = self.worker.call(lambda: index.pipeline.remove_tree(path))
-            with index.db.session() as s:
-                root = s.get(Root, path)
-                if root is not None:
-                    s.delete(root)
-            self._roots_cache = None
-        return {"path": path, "was_watched": was, "forgotten": removed, "watched": [f.path for f in self.folders]}
-
-    def index_paths(self, paths: list[str], *, force: bool) -> int:
-        self._need_ready()
-        assert self.queue is not None and self.index is not None
-        n = 0
-        flt = self._filter()
-        for p in paths:
-            p = os.path.abspath(os.path.expanduser(p))
-            if os.path.isdir(p):
-                self._remember_roots([p])
-                r = reconcile(self.index.db, self.queue, p, flt, force=force)
-                n += r.queued + r.deleted
-            elif os.path.exists(p):
-                self.queue.upsert(p, force=force)
-                n += 1
-            else:
-                # Gone from disk: forget it (a file or a whole folder).
-                self.queue.delete(p)
-                n += 1
-        return n
-
-    def reindex(self, *, stale: bool, embeddings: bool, all: bool, failed: bool) -> dict[str, Any]:
-        index = self._need_ready()
-        assert self.queue is not None and self.worker is not None
-        out: dict[str, Any] = {}
-        if stale or embeddings or all:
-            from pixgrep.app import reindex
-
-            # In the worker thread, between batches: a rebuild swaps the store under it.
-            report = self.worker.call(lambda: reindex(index, stale=stale, embeddings=embeddings, everything=all))
-            out.update(dataclasses.asdict(report))
-        if failed or not (stale or embeddings or all):
-            from sqlalchemy import or_, select
-
-            from pixgrep.db import Content, PathEntry
-
-            with index.db.session() as s:
-                paths = list(
-                    s.scalars(
-                        select(PathEntry.path)
-                        .outerjoin(Content, Content.hash == PathEntry.content_hash)
-                        .where(or_(PathEntry.error.is_not(None), Content.status.in_(("failed", "pending"))))
-                    )
-                )
-            index.pipeline.reset_failed()
-            n = self.queue.requeue_failed()
-            n += self.queue.put(Job(p, "force") for p in paths)
-            out["queued"] = n
-        return out
-
-
-def _version() -> str:
-    try:
-        return metadata.version("pixgrep")
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 def run_daemon(
@@ -561,7 +395,7 @@ def run_daemon(
     ocr_workers: int | None = None,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the process exit code."""
-    daemon = Daemon(settings, reload_settings=reload_settings, ocr_workers=ocr_workers)
-    daemon.install_signal_handlers()
-    log.info("starting pixgrep daemon %s (pid %d, home %s)", _version(), os.getpid(), settings.home)
-    return daemon.run()
+    sup = Supervisor(settings, reload_settings=reload_settings, ocr_workers=ocr_workers)
+    sup.install_signal_handlers()
+    log.info("starting pixgrep daemon %s (pid %d, home %s)", version(), os.getpid(), settings.home)
+    return sup.run()

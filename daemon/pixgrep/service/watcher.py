@@ -36,6 +36,7 @@ from watchdog.observers.polling import PollingObserver
 
 from pixgrep import scan
 from pixgrep.service.queue import Job, WorkQueue
+from pixgrep.service.threads import StoppableThread
 
 log = logging.getLogger("pixgrep.service.watcher")
 
@@ -65,7 +66,7 @@ def _sig(path: str) -> tuple[int, int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-class StabilityGate:
+class StabilityGate(StoppableThread):
     """Holds candidate files until they stop changing, then queues them.
 
     At most ``capacity`` files wait in memory; beyond that they go to the durable
@@ -73,31 +74,18 @@ class StabilityGate:
     """
 
     def __init__(self, queue: WorkQueue, *, stable_seconds: float, capacity: int = 256) -> None:
+        super().__init__("pixgrep-gate")
         self.queue = queue
         self.stable_seconds = stable_seconds
         self.capacity = capacity
         self._lock = threading.Lock()
         # path -> (signature, time of last change)
         self._waiting: dict[str, tuple[tuple[int, int, int, int] | None, float]] = {}
-        self._stop = threading.Event()
         self._kick = threading.Event()
-        self._thread: threading.Thread | None = None
         self.passed = 0
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pixgrep-gate", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def on_thread_stop(self) -> None:
         self._kick.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def touch(self, path: str) -> None:
         now = time.monotonic()
@@ -128,15 +116,16 @@ class StabilityGate:
     def _tick_interval(self) -> float:
         return min(0.05, max(0.02, self.stable_seconds / 8))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while self.should_keep_running():
             with self._lock:
                 empty = not self._waiting
             if empty:
                 self._kick.wait(1.0)
                 self._kick.clear()
                 continue
-            self._stop.wait(self._tick_interval())
+            if self.sleep(self._tick_interval()):
+                return
             self.check()
 
     def check(self) -> int:

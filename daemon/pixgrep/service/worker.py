@@ -16,6 +16,7 @@ from pixgrep import scan
 from pixgrep.errors import PixgrepError, RetryableError
 from pixgrep.pipeline import Outcome, Pipeline
 from pixgrep.service.queue import Item, Job, WorkQueue
+from pixgrep.service.threads import StoppableThread
 
 log = logging.getLogger("pixgrep.service.worker")
 
@@ -37,8 +38,8 @@ class Stats:
     busy_seconds: float = 0.0
 
 
-class Worker:
-    """Runs in its own thread; if it dies, the daemon exits non-zero (see service)."""
+class Worker(StoppableThread):
+    """Runs in its own thread; if it dies, the daemon exits non-zero (see the supervisor)."""
 
     def __init__(
         self,
@@ -51,6 +52,7 @@ class Worker:
         roots: Callable[[], Sequence[str]] = list,
         flt: scan.FileFilter | None = None,
     ) -> None:
+        super().__init__("pixgrep-worker")
         self.pipeline = pipeline
         self.queue = queue
         self.batch_size = batch_size
@@ -61,53 +63,27 @@ class Worker:
         self.stats = Stats(started=time.time())
         self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._recent: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=200)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._claimed: list[Item] = []
         self._idle_since = time.monotonic()
         self._unloaded = True
         self._dirty = False
-        self.exception: BaseException | None = None
         self.current: list[str] = []
         self._calls: collections.deque[tuple[Callable[[], Any], cf.Future[Any]]] = collections.deque()
         self._calls_lock = threading.Lock()
 
     # Lifecycle ---------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="pixgrep-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Finish the current batch within ``timeout``; False if it did not."""
         with self._calls_lock:
-            self._stop.set()
+            # Under the lock: a call() either lands before the stop (and is cancelled) or sees it.
+            self._stopping.set()
+        return super().stop(timeout)
+
+    def on_thread_stop(self) -> None:
         self.queue.wake.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            return False
-        self._thread = None
-        return True
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def _main(self) -> None:
-        try:
-            self.run()
-        except BaseException as e:
-            # The supervisor sees the dead thread and exits non-zero; no need to re-raise.
-            self.exception = e
-            log.critical("worker thread died: %r", e, exc_info=True)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while self.should_keep_running():
             self._run_calls()
             if not self.step():
                 self._idle()
@@ -117,7 +93,7 @@ class Worker:
         """Run ``fn`` in the worker thread between batches and return its result."""
         fut: cf.Future[Any] = cf.Future()
         with self._calls_lock:
-            if self._stop.is_set():
+            if self.stopping:
                 raise PixgrepError("the daemon is stopping")
             self._calls.append((fn, fut))
         self.queue.wake.set()
