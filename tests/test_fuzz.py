@@ -150,6 +150,8 @@ def test_normalizer_invariants(doc: str, query: str) -> None:
 class RecordingBackend:
     """Stands behind the API's Backend Protocol; answers every call with a small valid payload."""
 
+    live = True
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -172,9 +174,12 @@ class RecordingBackend:
         self.calls.append(("unwatch", {"path": path, "forget": forget}))
         return {"path": path}
 
-    def index_paths(self, paths: list[str], *, force: bool) -> int:
+    def index(self, paths: list[str], *, force: bool, on_total: Any = None, on_outcome: Any = None) -> dict[str, Any]:
         self.calls.append(("index", {"paths": paths, "force": force}))
-        return len(paths)
+        return {"queued": len(paths)}
+
+    def close(self) -> None:
+        pass
 
     def reindex(self, *, stale: bool, embeddings: bool, all: bool, failed: bool) -> dict[str, Any]:
         self.calls.append(("reindex", {}))
