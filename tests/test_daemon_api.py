@@ -111,7 +111,10 @@ def test_api_endpoints_and_lifecycle(running: Running, settings: Settings, tmp_p
     r.daemon.request_reload()  # the config has no folders: the API-added one goes
     wait_for(lambda: "RELOADING" in r.notifier.calls, 10, "the reload")
     wait_for(lambda: r.call("GET", "/v1/status")[1]["watched"] == [], 10, "the watch list to follow the config")
-    assert r.notifier.calls[r.notifier.calls.index("RELOADING") + 1] == "READY"
+    # READY comes right after the reload, which may finish just after the watch list changed.
+    after = r.notifier.calls.index("RELOADING") + 1
+    wait_for(lambda: len(r.notifier.calls) > after, 10, "the notification after RELOADING")
+    assert r.notifier.calls[after] == "READY"
 
     code, body = r.call("POST", "/v1/unwatch", json={"path": str(pics), "forget": True})
     assert code == 200 and body["forgotten"] == 2
