@@ -73,7 +73,16 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
                 report = index_paths(index, paths, force=force, on_total=on_total, on_outcome=on_outcome)
             finally:
                 bar.close()
-    except (BackendUnavailable, EmbeddingMismatch, PixgrepError) as e:
+    except Exception as e:
+        from pixgrep.diskfull import classify
+
+        full = classify(e, settings.home)
+        if full is not None:
+            # One line naming the path and errno (issue 9, defect 6); what was written stays consistent.
+            _err(str(full))
+            return int(ExitCode.IOERR)
+        if not isinstance(e, (BackendUnavailable, EmbeddingMismatch, PixgrepError)):
+            raise
         _err(str(e))
         return int(ExitCode.UNAVAILABLE if "Milvus" in str(e) else ExitCode.CONFIG)
     rate = (report.indexed / report.seconds) if report.seconds else 0.0

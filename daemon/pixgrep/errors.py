@@ -29,3 +29,19 @@ class StoreLocked(StoreUnavailable):
 
 class NoIndex(PixgrepError):
     """Nothing was indexed yet under this home: there is nothing to search."""
+
+
+class DiskFull(PixgrepError):
+    """The file system holding ``path`` is full (or out of inodes): nothing more can be written there."""
+
+    def __init__(self, path: str, errno_: int, detail: str = "") -> None:
+        import errno
+        import os
+
+        name = errno.errorcode.get(errno_, str(errno_))
+        super().__init__(
+            f"no space left on {path} ({name}, errno {errno_}: {os.strerror(errno_)})"
+            + (f": {detail}" if detail else "")
+        )
+        self.path = path
+        self.errno = errno_

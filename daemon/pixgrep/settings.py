@@ -30,6 +30,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 64
     UNAVAILABLE = 69  # Milvus or the daemon is unreachable
     SOFTWARE = 70  # an internal thread died
+    IOERR = 74  # the disk is full: nothing could be written
     CONFIG = 78  # bad configuration: restarting will not help
 
 
