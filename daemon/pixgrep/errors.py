@@ -45,3 +45,11 @@ class DiskFull(PixgrepError):
         )
         self.path = path
         self.errno = errno_
+
+
+class AlreadyRunning(PixgrepError):
+    """Another pixgrep daemon holds this index or this socket (exit 75, EX_TEMPFAIL)."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid

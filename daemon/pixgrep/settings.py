@@ -31,6 +31,7 @@ class ExitCode(enum.IntEnum):
     UNAVAILABLE = 69  # Milvus or the daemon is unreachable
     SOFTWARE = 70  # an internal thread died
     IOERR = 74  # the disk is full: nothing could be written
+    TEMPFAIL = 75  # another daemon holds the index or the socket: try again when it stops
     CONFIG = 78  # bad configuration: restarting will not help
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pixgrep.backend import Backend
-from pixgrep.errors import PixgrepError
+from pixgrep.errors import AlreadyRunning, PixgrepError
 from pixgrep.service.threads import StoppableThread
 
 log = logging.getLogger("pixgrep.service.api")
@@ -158,20 +159,25 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
-def _answers(path: Path) -> bool:
+def _listener_pid(path: Path) -> int | None:
+    """The PID of the process listening on ``path`` (0 when the kernel won't say), or None if none answers."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(1.0)
     try:
         s.connect(str(path))
-        return True
+        pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return pid
     except OSError:
-        return False
+        return None
     finally:
         s.close()
 
 
 def bind_socket(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path``: 0600, in a 0700 folder we own."""
+    """A listening Unix socket at ``path``: 0600, in a 0700 folder we own.
+
+    Raises AlreadyRunning when another process answers on ``path``; its socket is left alone.
+    """
     if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
         raise ApiError(
             0, f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; set daemon.socket to a shorter one"
@@ -179,11 +185,15 @@ def bind_socket(path: Path) -> socket.socket:
     folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = folder.stat()
-    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o700:
+    if st.st_uid != os.getuid():
+        # Someone else's folder (a predictable /tmp/pixgrep-UID made by another user) could swap our socket.
+        raise ApiError(0, f"{folder} belongs to uid {st.st_uid}, not to us; set daemon.socket elsewhere")
+    if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(folder, 0o700)
     if path.exists() or path.is_symlink():
-        if _answers(path):
-            raise ApiError(0, f"another pixgrep daemon is already listening on {path}")
+        pid = _listener_pid(path)
+        if pid is not None:
+            raise AlreadyRunning(f"another pixgrep daemon (pid {pid or 'unknown'}) is already listening on {path}", pid)
         path.unlink()  # left behind by a daemon that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -216,9 +226,12 @@ class ApiServer(StoppableThread):
             )
         )
         self._sock: socket.socket | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
 
     def on_thread_start(self) -> None:
         self._sock = bind_socket(self.socket_path)
+        st = self.socket_path.stat()
+        self._bound = (st.st_dev, st.st_ino)
 
     def run(self) -> None:
         assert self._sock is not None
@@ -250,7 +263,10 @@ class ApiServer(StoppableThread):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-            # Only a socket we bound: not another daemon's that made us refuse to start.
-            with contextlib.suppress(FileNotFoundError):
+        # Only the socket file we made: never another daemon's (issue 9, defect 3).
+        with contextlib.suppress(FileNotFoundError):
+            st = self.socket_path.stat()
+            if self._bound == (st.st_dev, st.st_ino):
                 self.socket_path.unlink()
+        self._bound = None
         return ok

@@ -28,10 +28,11 @@ from typing import Any
 
 from pixgrep import scan
 from pixgrep.app import Index
-from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
+from pixgrep.errors import AlreadyRunning, EmbeddingMismatch, StoreUnavailable
 from pixgrep.service.api import ApiError, ApiServer
 from pixgrep.service.backend import DaemonBackend, version
 from pixgrep.service.folders import WatchList
+from pixgrep.service.instance import InstanceLock
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.rescan import Rescanner
 from pixgrep.service.threads import StoppableThread
@@ -260,6 +261,10 @@ class Supervisor:
             log.error("%s", e)
             self.shutdown()
             return int(ExitCode.CONFIG)
+        except AlreadyRunning as e:
+            log.error("%s", e)
+            self.shutdown()
+            return int(ExitCode.TEMPFAIL)
         except Exception as e:
             log.critical("start-up failed: %r", e, exc_info=True)
             self.shutdown()
@@ -395,7 +400,17 @@ def run_daemon(
     ocr_workers: int | None = None,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the process exit code."""
-    sup = Supervisor(settings, reload_settings=reload_settings, ocr_workers=ocr_workers)
-    sup.install_signal_handlers()
-    log.info("starting pixgrep daemon %s (pid %d, home %s)", version(), os.getpid(), settings.home)
-    return sup.run()
+    # Before anything else: a second daemon on this index must not touch the first one's socket or locks.
+    lock = InstanceLock(settings.home)
+    try:
+        lock.acquire()
+    except AlreadyRunning as e:
+        log.error("%s", e)
+        return int(ExitCode.TEMPFAIL)
+    try:
+        sup = Supervisor(settings, reload_settings=reload_settings, ocr_workers=ocr_workers)
+        sup.install_signal_handlers()
+        log.info("starting pixgrep daemon %s (pid %d, home %s)", version(), os.getpid(), settings.home)
+        return sup.run()
+    finally:
+        lock.release()
