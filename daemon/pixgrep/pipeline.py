@@ -209,6 +209,7 @@ class Pipeline:
             "ocr_cfg": self.ocr_fingerprint() if ocr_version else "",
             "embed": f"{self.embedder.name} {self.embedder.version}",
             "embed_cfg": self.embed_fingerprint(),
+            "keyword": textnorm.TOKENIZER_VERSION,
             "policy": self.settings.pipeline.policy,
         }
         if captioned and self._captioner is not None:
@@ -223,7 +224,11 @@ class Pipeline:
         return policy in ("caption", "both") or n_chars < self.settings.pipeline.min_text_chars
 
     def stale_stages(self, content: Content) -> set[str]:
-        """Which stages of a done item no longer match the settings: ocr, caption, embed."""
+        """Which stages of a done item no longer match the settings: ocr, caption, embed.
+
+        A change of keyword tokenizer counts as ``embed``: its rows are rebuilt from the
+        stored OCR lines (no OCR), which re-cuts their keyword text.
+        """
         v = content.versions
         stale: set[str] = set()
         wants_ocr = self.settings.pipeline.policy != "caption"
@@ -234,7 +239,7 @@ class Pipeline:
                 stale.add("caption")
         elif v.get("caption_cfg"):
             stale.add("caption")  # captions are no longer wanted: drop them
-        if v.get("embed_cfg") != self.embed_fingerprint():
+        if v.get("embed_cfg") != self.embed_fingerprint() or v.get("keyword") != textnorm.TOKENIZER_VERSION:
             stale.add("embed")
         return stale
 

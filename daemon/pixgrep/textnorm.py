@@ -5,8 +5,8 @@ traditional, and screenshots mix full- and half-width forms. Both sides are
 folded per character (traditional -> simplified, NFKC width folding, case), so
 offsets in the folded text map back to the original for highlighting.
 
-Keyword tokens for BM25 are CJK unigrams and bigrams plus latin words,
-joined by spaces. Bigrams make any CJK substring of two or more characters
+Keyword tokens for BM25 are CJK unigrams and bigrams plus latin/digit words,
+joined by spaces; a change between CJK and other scripts ends a token. Bigrams make any CJK substring of two or more characters
 match, which word segmenters (jieba) cannot promise: they cut the query and the
 document differently depending on context.
 """
@@ -45,23 +45,28 @@ def fold_with_map(text: str) -> tuple[str, list[int]]:
     return "".join(out), index
 
 
+# Bump when document_tokens or query_tokens change: the keyword text stored in the index
+# was cut by the old rules, and `pixgrep reindex --stale` re-cuts it from the stored OCR lines.
+TOKENIZER_VERSION = "2"
+
+_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002fa1f"
+_CJK_CLASS = re.compile(f"[{_CJK_RANGES}]")
+# Letters and digits only: kana punctuation such as ・ sits in the kana block but cuts words.
+# A CJK run and a latin/digit run are separate runs, so "1、2點才睡" gives 2 | 点才睡 and
+# "COSPLAY是啥" gives cosplay | 是啥: a script boundary cuts a token like a space does.
+_RUN = re.compile(rf"(?:(?=[{_CJK_RANGES}])[^\W_])+|(?:(?![{_CJK_RANGES}])[^\W_])+")
+
+
 def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2FA1F
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x3040 <= cp <= 0x30FF  # kana
-        or 0xAC00 <= cp <= 0xD7AF  # hangul
-    )
-
-
-_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002fa1f]+|[^\W_]+")
+    return bool(_CJK_CLASS.match(ch))
 
 
 def _runs(text: str) -> list[str]:
     return _RUN.findall(fold(text))
+
+
+def _bigrams(run: str) -> list[str]:
+    return [run[i : i + 2] for i in range(len(run) - 1)]
 
 
 def document_tokens(text: str) -> str:
@@ -70,21 +75,34 @@ def document_tokens(text: str) -> str:
     for run in _runs(text):
         if _is_cjk(run[0]):
             toks.extend(run)
-            toks.extend(run[i : i + 2] for i in range(len(run) - 1))
+            toks.extend(_bigrams(run))
         else:
             toks.append(run)
     return " ".join(toks)
+
+
+def _query_parts(text: str) -> tuple[list[str], list[str]]:
+    """(CJK bigrams and latin words, CJK unigrams of runs longer than one character)."""
+    main: list[str] = []
+    singles: list[str] = []
+    for run in _runs(text):
+        if _is_cjk(run[0]) and len(run) > 1:
+            main.extend(_bigrams(run))
+            singles.extend(run)
+        else:
+            main.append(run)  # a lone CJK character is a unigram, and a word is a word
+    return main, singles
 
 
 def query_tokens(text: str) -> str:
-    """Tokens to search: CJK bigrams (a lone character stays a unigram), latin words."""
-    toks: list[str] = []
-    for run in _runs(text):
-        if _is_cjk(run[0]) and len(run) > 1:
-            toks.extend(run[i : i + 2] for i in range(len(run) - 1))
-        else:
-            toks.append(run)
-    return " ".join(toks)
+    """Tokens to search: CJK bigrams, latin words, and the CJK characters themselves.
+
+    The single characters let BM25 find an image holding only some characters of
+    the query; ``coverage`` weighs them low, so such an image ranks below one
+    holding the query's bigrams.
+    """
+    main, singles = _query_parts(text)
+    return " ".join(main + list(dict.fromkeys(singles)))
 
 
 def highlight_spans(text: str, query: str) -> list[tuple[int, int]]:
@@ -95,7 +113,7 @@ def highlight_spans(text: str, query: str) -> list[tuple[int, int]]:
     """
     folded, index = fold_with_map(text)
     fq = fold(query).strip()
-    needles = [fq] if fq and fq in folded else query_tokens(query).split()
+    needles = [fq] if fq and fq in folded else _query_parts(query)[0]
     spans: list[tuple[int, int]] = []
     for needle in needles:
         if not needle:
@@ -132,10 +150,21 @@ def snippet(text: str, query: str, width: int = 60) -> tuple[str, list[tuple[int
     return prefix + window + suffix, inside
 
 
+# How much a matching single character counts against a matching bigram or word.
+UNIGRAM_WEIGHT = 0.25
+
+
 def coverage(query: str, text: str) -> float:
-    """Share of the query's keyword tokens found in ``text`` (0..1), after folding."""
-    q = set(query_tokens(query).split())
-    if not q:
+    """Share of the query's keyword tokens found in ``text`` (0..1), after folding.
+
+    Bigrams and words count 1, the query's single CJK characters ``UNIGRAM_WEIGHT``:
+    a text holding all of "才睡" covers it fully, one holding 才 and 睡 apart
+    covers a third of it.
+    """
+    main, singles = _query_parts(query)
+    q_main, q_single = set(main), set(singles)
+    total = len(q_main) + UNIGRAM_WEIGHT * len(q_single)
+    if not total:
         return 0.0
     doc = set(document_tokens(text).split())
-    return len(q & doc) / len(q)
+    return (len(q_main & doc) + UNIGRAM_WEIGHT * len(q_single & doc)) / total
