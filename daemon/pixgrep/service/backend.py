@@ -86,6 +86,7 @@ class DaemonBackend:
             "socket": str(sup.settings.socket_path),
             "images_per_second": w.images_per_second() if w else None,
             "indexed_since_start": w.stats.indexed if w else 0,
+            "ocr_runs": sup.index.pipeline.ocr_pool.runs if sup.index else 0,
             "queue": sup.queue.depth(),
             "waiting_to_settle": watcher.gate.waiting() if watcher else 0,
             "working_on": list(w.current) if w else [],

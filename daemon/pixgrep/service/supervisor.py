@@ -227,7 +227,7 @@ class Supervisor:
         if self._stop.is_set():
             return
         png = _tiny_png()
-        futures = [p.ocr_pool.submit(f"warmup{i}", png) for i in range(max(1, p.ocr_pool.workers))]
+        futures = [p.ocr_pool.submit(f"warmup{i}", png, warm_up=True) for i in range(max(1, p.ocr_pool.workers))]
         for f in futures:
             try:
                 f.result(timeout=120)
@@ -328,7 +328,8 @@ class Supervisor:
         if self.api is not None:
             self.api.stop()
         if ok:
-            log.info("daemon stopped")
+            runs = self.index.pipeline.ocr_pool.runs if self.index is not None else 0
+            log.info("daemon stopped (%d images OCR'd since start)", runs)
         return ok
 
     def _close_index(self) -> None:
