@@ -328,8 +328,7 @@ class Supervisor:
         if self.api is not None:
             self.api.stop()
         if ok:
-            runs = self.index.pipeline.ocr_pool.runs if self.index is not None else 0
-            log.info("daemon stopped (%d images OCR'd since start)", runs)
+            log.info("daemon stopped")
         return ok
 
     def _close_index(self) -> None:
