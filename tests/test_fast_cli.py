@@ -71,7 +71,6 @@ def test_parse(argv: list[str], expected: tuple[str | None, dict[str, object]]) 
         ["--home", "h", "search", "x"],
         ["-v", "search", "x"],
         ["search", "--mode", "fuzzy", "x"],
-        ["search", "-k", "0", "x"],
         ["index", "search"],
     ],
 )

@@ -14,7 +14,11 @@ class DaemonUnavailable(Exception):
 
 
 class DaemonError(Exception):
-    pass
+    """The daemon answered with an error; ``status`` is its HTTP status (400: the request was refused)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DaemonClient:
@@ -55,7 +59,7 @@ class DaemonClient:
                 detail = r.json().get("error", r.text)
             except ValueError:
                 detail = r.text
-            raise DaemonError(detail)
+            raise DaemonError(detail, r.status_code)
         return r.json()
 
     def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:

@@ -108,6 +108,12 @@ def run_search(
     mode: str | None,
     montage: str | None,
 ) -> int:
+    from pixgrep.limits import limit_problem, query_problem
+
+    problem = query_problem(query) or limit_problem(limit)
+    if problem:
+        _err(problem)  # before sending it anywhere: the same answer with and without the daemon
+        return int(ExitCode.USAGE)
     in_dir = os.path.abspath(in_dir) if in_dir else None
     results: list[dict[str, Any]]
     client = DaemonClient.connect(settings.socket_path)
@@ -116,7 +122,8 @@ def run_search(
             results = client.search(query, limit=limit, mode=mode, in_dir=in_dir)
         except (DaemonError, DaemonUnavailable) as e:
             _err(str(e))
-            return int(ExitCode.UNAVAILABLE)
+            refused = isinstance(e, DaemonError) and e.status == 400
+            return int(ExitCode.USAGE if refused else ExitCode.UNAVAILABLE)
         finally:
             client.close()
     else:

@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pixgrep.limits import limit_problem, query_problem
+
 UNAVAILABLE = 69  # ExitCode.UNAVAILABLE, without importing pixgrep.settings
+USAGE = 64  # ExitCode.USAGE
 
 _MODES = ("hybrid", "semantic", "keyword")
 
@@ -83,8 +86,6 @@ def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
     try:
         if opts["limit"] is not None:
             opts["limit"] = int(opts["limit"])
-            if opts["limit"] < 1:
-                return None
     except ValueError:
         return None
     if opts["mode"] is not None and opts["mode"] not in _MODES:
@@ -167,6 +168,10 @@ def search(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     config, o = parsed
+    problem = query_problem(o["query"]) or limit_problem(o["limit"])
+    if problem:
+        _err(problem)  # before sending anything, as the full CLI does
+        return USAGE
     path = socket_path(config)
     if path is None or not os.path.exists(path):
         return None
@@ -197,7 +202,7 @@ def search(argv: list[str]) -> int | None:
         data = {"error": payload.decode("utf-8", "replace")}
     if resp.status >= 400:
         _err(str(data.get("error", data)))
-        return UNAVAILABLE
+        return USAGE if resp.status == 400 else UNAVAILABLE
     results = data["results"]
     print_results(results, as_json=o["json"])
     return 0 if results else 1

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from pixgrep import textnorm
 from pixgrep.db import Content, Database, PathEntry, path_prefix_range
+from pixgrep.limits import check_search
 from pixgrep.settings import SearchSettings
 from pixgrep.stages import Embedder
 from pixgrep.store import Hit, VectorStore
@@ -78,6 +79,7 @@ def search(
     ``path_ok`` keeps only paths it accepts (date and type filters); ``source`` keeps only
     segments of that source (ocr or caption).
     """
+    check_search(query, limit)  # raises QueryRefused (a ValueError): 0 is not "the default"
     mode = mode or settings.mode
     limit = limit or settings.limit
     query = query.strip()

@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from pixgrep.backend import Backend
 from pixgrep.errors import AlreadyRunning, PixgrepError
+from pixgrep.limits import MAX_BODY_BYTES, MAX_LIMIT, MAX_QUERY_CHARS
 from pixgrep.service.threads import StoppableThread
 
 log = logging.getLogger("pixgrep.service.api")
@@ -56,8 +57,8 @@ class _Body(BaseModel):
 
 
 class SearchBody(_Body):
-    query: str
-    limit: int | None = Field(default=None, ge=1, le=1000)
+    query: str = Field(max_length=MAX_QUERY_CHARS)
+    limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     mode: str | None = Field(default=None, pattern="^(hybrid|semantic|keyword)$")
     in_dir: str | None = None
 
@@ -85,13 +86,31 @@ class ReindexBody(_Body):
     failed: bool = False
 
 
+async def _bounded_body(request: Request) -> bytes:
+    """The request body, refused with a 400 past MAX_BODY_BYTES without reading the rest into memory."""
+    too_big = ApiError(400, f"bad request: the body is over {MAX_BODY_BYTES} bytes")
+    try:
+        declared = int(request.headers.get("content-length", "0"))
+    except ValueError:
+        raise ApiError(400, "bad request: invalid Content-Length") from None
+    if declared > MAX_BODY_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
     async def run(fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
 
     async def body(request: Request, model: type[_Body]) -> Any:
         try:
-            return model.model_validate_json(await request.body() or b"{}")
+            return model.model_validate_json(await _bounded_body(request) or b"{}")
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "body"
