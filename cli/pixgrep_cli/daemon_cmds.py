@@ -83,46 +83,62 @@ def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
 
 @click.command("unwatch")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--forget", is_flag=True, help="Also remove the folder's images from the index.")
+@click.option(
+    "--forget", is_flag=True, help="Also remove its images from the index (not those of folders still watched)."
+)
 @click.pass_context
 def unwatch_cmd(ctx: click.Context, path: str, forget: bool) -> None:
     """Stop watching a folder (its images stay searchable unless --forget)."""
+    from pixgrep.forget import ForgetRefused, plan, summary
+
     from pixgrep_cli.watchlist import remove_folder
 
     s = _settings(ctx)
     folder = os.path.abspath(os.path.expanduser(path))
+    if forget:
+        try:  # refused before anything changes
+            what = plan(folder, [str(f.path) for f in s.watch.folders])
+        except ForgetRefused as e:
+            _err(str(e))
+            sys.exit(int(ExitCode.FAILURE))
     try:
         changed = remove_folder(s.config_file, folder)
     except (OSError, ValueError) as e:
         _err(f"cannot update {s.config_file}: {e}")
         sys.exit(int(ExitCode.CONFIG))
-    live = _live(s, "POST", "/v1/unwatch", {"path": folder, "forget": forget})
-    if not changed and not (live and live.get("was_watched")):
-        _err(f"{folder} was not watched")
-        sys.exit(int(ExitCode.FAILURE))
     if changed:
         click.echo(f"removed {folder} from {s.config_file}")
+    live = _live(s, "POST", "/v1/unwatch", {"path": folder, "forget": forget})
+    was_watched = changed or bool(live and live.get("was_watched"))
+    if not forget:
+        if not was_watched:
+            _err(f"{folder} was not watched")
+            sys.exit(int(ExitCode.FAILURE))
+        if live is not None:
+            click.echo(f"the daemon stopped watching {folder}")
+        return
     if live is not None:
-        msg = f"the daemon stopped watching {folder}"
-        if forget:
-            msg += f" and forgot {live.get('forgotten', 0)} files"
-        click.echo(msg)
-    elif forget:
-        _forget_locally(s, folder)
+        forgotten, kept = int(live.get("forgotten", 0)), list(live.get("kept", []))
+    else:
+        forgotten, kept = _forget_locally(s, what), what.keep
+    click.echo(summary(folder, was_watched=was_watched, forgotten=forgotten, kept=kept))
+    if not was_watched and not forgotten:
+        sys.exit(int(ExitCode.FAILURE))
 
 
-def _forget_locally(settings: Settings, folder: str) -> None:
+def _forget_locally(settings: Settings, what: Any) -> int:
     from pixgrep.app import Index
     from pixgrep.errors import PixgrepError
+    from pixgrep.forget import forget
 
     try:
         with Index(settings, ocr_workers=0) as index:
-            n = index.pipeline.remove_tree(folder)
+            n = forget(index.pipeline, what)
             index.pipeline.store.flush()
     except (PixgrepError, ConfigError) as e:
         _err(str(e))
         sys.exit(int(ExitCode.UNAVAILABLE))
-    click.echo(f"forgot {n} files under {folder}")
+    return n
 
 
 COMMANDS = (daemon_cmd, watch_cmd, unwatch_cmd)

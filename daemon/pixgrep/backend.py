@@ -69,7 +69,11 @@ class Backend(Protocol):
         ...
 
     def unwatch(self, path: str, *, forget: bool) -> dict[str, Any]:
-        """Stop watching: ``{"path", "was_watched", "forgotten", "watched"}``."""
+        """Stop watching: ``{"path", "was_watched", "forgotten", "kept", "watched"}``.
+
+        With ``forget``, the images under ``path`` go from the index except those under a folder that stays
+        watched (``kept``); raises ``pixgrep.forget.ForgetRefused`` (nothing removed) when ``path`` lies inside one.
+        """
         ...
 
     def close(self) -> None: ...
@@ -168,10 +172,16 @@ class LocalBackend:
         return {"path": os.path.abspath(path), "mode": None, "watched": []}
 
     def unwatch(self, path: str, *, forget: bool) -> dict[str, Any]:
+        from pixgrep.forget import forget as forget_tree
+        from pixgrep.forget import plan
+
         path = os.path.abspath(path)
-        forgotten = 0
+        forgotten, kept = 0, []
         if forget:
+            # The config's folders, less ``path``: those stay watched (raises ForgetRefused inside one).
+            what = plan(path, [str(f.path) for f in self.settings.watch.folders])
+            kept = what.keep
             index = self._open(ocr_workers=0)
-            forgotten = index.pipeline.remove_tree(path)
+            forgotten = forget_tree(index.pipeline, what)
             index.pipeline.store.flush()
-        return {"path": path, "was_watched": False, "forgotten": forgotten, "watched": []}
+        return {"path": path, "was_watched": False, "forgotten": forgotten, "kept": kept, "watched": []}

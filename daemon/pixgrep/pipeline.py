@@ -635,11 +635,13 @@ class Pipeline:
             self._drop_orphans(s, hashes)
         return int(n or 0)
 
-    def remove_tree(self, directory: str) -> int:
+    def remove_tree(self, directory: str, keep: Sequence[str] = ()) -> int:
+        """Forget every path under ``directory`` except those under a folder in ``keep``."""
         lo, hi = path_prefix_range(directory)
         with self.db.session() as s:
             paths = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
-        return self.remove_paths(paths)
+        prefixes = tuple(k.rstrip("/") + "/" for k in keep)
+        return self.remove_paths([p for p in paths if not p.startswith(prefixes)])
 
     def move(self, src: str, dst: str, root: str | None = None) -> bool:
         """Record a rename without re-reading content. False if ``src`` was unknown."""

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pixgrep.app import Index, reindex, retry_failed
 from pixgrep.app import status as books_status
+from pixgrep.forget import ForgetRefused
+from pixgrep.forget import forget as forget_tree
+from pixgrep.forget import plan as forget_plan
 from pixgrep.service.api import ApiError
 from pixgrep.service.queue import Job
 from pixgrep.service.reconcile import reconcile
@@ -113,13 +116,26 @@ class DaemonBackend:
         sup = self.sup
         assert sup.watcher is not None and sup.watchlist is not None
         path = os.path.abspath(os.path.expanduser(path))
+        kept: list[str] = []
+        if forget:
+            try:  # before anything changes: a refused forget leaves the watch in place too
+                what = forget_plan(path, sup.watchlist.paths())
+            except ForgetRefused as e:
+                raise ApiError(409, str(e)) from None
+            kept = what.keep
         was = sup.watchlist.remove(path)
         sup.watcher.remove(path)
         removed = 0
         if forget:
-            removed = self._in_worker(lambda: index.pipeline.remove_tree(path))
+            removed = self._in_worker(lambda: forget_tree(index.pipeline, what))
             sup.watchlist.forget(path)
-        return {"path": path, "was_watched": was, "forgotten": removed, "watched": sup.watchlist.paths()}
+        return {
+            "path": path,
+            "was_watched": was,
+            "forgotten": removed,
+            "kept": kept,
+            "watched": sup.watchlist.paths(),
+        }
 
     def index(
         self,
