@@ -29,7 +29,9 @@ def test_summary_says_what_was_removed_and_kept() -> None:
     assert summary("/p", was_watched=False, forgotten=3, kept=["/p/k"]) == (
         "/p was not watched; forgot 3 indexed files under it, kept those under the watched folder /p/k"
     )
-    assert summary("/p", was_watched=True, forgotten=0, kept=[]) == "stopped watching /p; forgot 0 indexed files under it"
+    assert (
+        summary("/p", was_watched=True, forgotten=0, kept=[]) == "stopped watching /p; forgot 0 indexed files under it"
+    )
 
 
 def _paths(home: Path) -> set[str]:
