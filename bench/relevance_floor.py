@@ -23,7 +23,10 @@ from pixgrep.app import Index
 from pixgrep.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parents[1] / "shared" / "corpus" / "memes"
+# The shared corpus beside the checkout, or at /work/shared for a worktree elsewhere.
+SHARED = next((p for p in (HERE.parents[1] / "shared", Path("/work/shared")) if p.is_dir()), HERE.parents[1] / "shared")
+CORPUS = SHARED / "corpus" / "memes"
+PEER = SHARED / "corpus" / "memes_peer_easyocr.csv"
 FLOORS = [0.0, 0.1, 0.15, 0.2, 0.25, 0.28, 0.3, 0.32, 0.35, 0.4, 0.45, 0.5]
 
 

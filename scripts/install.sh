@@ -13,7 +13,7 @@ sudo=""
 apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev)
 if [ "$dev" = 1 ]; then
   apt_pkgs+=(tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra fonts-noto-cjk systemd systemd-container dbus
-    postgresql)
+    postgresql chromium chromium-driver)
 fi
 if command -v apt-get >/dev/null; then
   $sudo apt-get update -qq
