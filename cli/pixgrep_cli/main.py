@@ -12,6 +12,7 @@ from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
 
 from pixgrep_cli.daemon_cmds import COMMANDS as DAEMON_COMMANDS
 from pixgrep_cli.service_cmds import service
+from pixgrep_cli.ui_cmd import ui_cmd
 
 
 def _die(msg: str, code: ExitCode) -> None:
@@ -144,6 +145,7 @@ def config_cmd(ctx: click.Context) -> None:
 
 
 main.add_command(service)
+main.add_command(ui_cmd)
 for _cmd in DAEMON_COMMANDS:
     main.add_command(_cmd)
 

@@ -54,7 +54,10 @@ class DaemonBackend:
         pass
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "pid": os.getpid(), "state": self.sup.state, "version": version()}
+        gallery = self.sup.gallery
+        # The gallery's URL carries its token: the socket (0600, 0700 folder) is only ours.
+        ui = gallery.url if gallery is not None and gallery.alive else None
+        return {"ok": True, "pid": os.getpid(), "state": self.sup.state, "version": version(), "ui": ui}
 
     def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
         index = self._need_ready()

@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pixgrep import images
 from pixgrep.errors import PixgrepError
 from pixgrep.results import Filters, Item, filters_from, lookup_item, matched_lines, similar
+from pixgrep.service.threads import StoppableThread
 from pixgrep.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -110,6 +111,11 @@ class IndexBackend:
 
     def status(self) -> dict[str, Any]:
         return self._status()
+
+
+def gallery_backend(daemon: Any) -> IndexBackend:
+    """The gallery's backend over the daemon's API backend: its open index, and its status with the failures."""
+    return IndexBackend(daemon._need_ready, lambda: daemon.status(failed=True))
 
 
 # Access -------------------------------------------------------------------------------------
@@ -307,7 +313,8 @@ def build_app(
     def api(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                return JSONResponse(await handler(request), headers=SECURITY_HEADERS)
+                out = await handler(request)
+                return out if isinstance(out, Response) else JSONResponse(out, headers=SECURITY_HEADERS)
             except ValueError as e:
                 return _refuse(400, str(e).splitlines()[0])
             except PixgrepError as e:
@@ -401,10 +408,10 @@ def build_app(
         Route("/static/{name}", page, methods=["GET"]),
         Route("/api/search", api(search), methods=["GET"]),
         Route("/api/similar/{hash}", api(similar_to), methods=["GET"]),
-        Route("/api/item/{hash}", item, methods=["GET"]),
+        Route("/api/item/{hash}", api(item), methods=["GET"]),
         Route("/api/status", api(status), methods=["GET"]),
-        Route("/thumb/{hash}", thumb, methods=["GET"]),
-        Route("/image/{hash}", image, methods=["GET"]),
+        Route("/thumb/{hash}", api(thumb), methods=["GET"]),
+        Route("/image/{hash}", api(image), methods=["GET"]),
         Route("/{rest:path}", not_found),
     ]
     app = Starlette(routes=routes)
@@ -436,20 +443,22 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-class GalleryServer:
+class GalleryServer(StoppableThread):
     """uvicorn in a thread of its own, serving the gallery on ``ui.host``:``ui.port``."""
 
-    def __init__(self, settings: Settings, backend: GalleryBackend, *, workers: int = 4) -> None:
+    def __init__(
+        self, settings: Settings, backend: GalleryBackend, *, workers: int = 4, start_timeout: float = 10.0
+    ) -> None:
+        super().__init__("pixgrep-gallery-server")
         check_settings(settings)
         self.settings = settings
+        self.start_timeout = start_timeout
         self.token = load_token(settings.ui_token_path)
         self.executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="pixgrep-gallery")
         self._backend = backend
         self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.port = 0
-        self.exception: BaseException | None = None
 
     @property
     def url(self) -> str:
@@ -457,7 +466,7 @@ class GalleryServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/?token={self.token}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def on_thread_start(self) -> None:
         ui = self.settings.ui
         self._sock = bind_tcp(ui.host, ui.port)
         self.port = self._sock.getsockname()[1]
@@ -472,41 +481,35 @@ class GalleryServer:
         config = uvicorn.Config(
             app, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
         )
-        server = uvicorn.Server(config)
-        self._server = server
-        sock = self._sock
+        self._server = uvicorn.Server(config)
 
-        def serve() -> None:
-            try:
-                server.run(sockets=[sock])
-            except BaseException as e:
-                self.exception = e
-                log.critical("gallery server died: %r", e, exc_info=True)
+    def run(self) -> None:
+        assert self._sock is not None and self._server is not None
+        self._server.run(sockets=[self._sock])
 
-        self._thread = threading.Thread(target=serve, name="pixgrep-gallery-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
+    def start(self) -> None:
+        """Bind and serve; raises ConfigError or RuntimeError if it cannot."""
+        super().start()
+        assert self._server is not None
+        deadline = time.monotonic() + self.start_timeout
+        while not self._server.started and self.alive and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not server.started:
+        if not self._server.started:
             self.stop()
-            raise RuntimeError(f"the gallery did not start on {ui.host}:{self.port}: {self.exception!r}")
-        log.info("gallery listening on http://%s:%d/", ui.host, self.port)
+            raise RuntimeError(f"the gallery did not start on port {self.port}: {self.exception!r}")
+        log.info("gallery listening on http://%s:%d/", self.settings.ui.host, self.port)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self, timeout: float = 5.0) -> None:
+    def on_thread_stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive() and self._server is not None:
-                self._server.force_exit = True
-                self._thread.join(timeout)
-            self._thread = None
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        ok = super().stop(timeout)
+        if not ok and self._server is not None:
+            self._server.force_exit = True  # open connections past the graceful timeout
+            ok = self.join(timeout)
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        return ok

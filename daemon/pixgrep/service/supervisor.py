@@ -32,6 +32,7 @@ from pixgrep.errors import AlreadyRunning, EmbeddingMismatch, StoreUnavailable
 from pixgrep.service.api import ApiError, ApiServer
 from pixgrep.service.backend import DaemonBackend, version
 from pixgrep.service.folders import WatchList
+from pixgrep.service.gallery import GalleryServer, gallery_backend
 from pixgrep.service.instance import InstanceLock
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.rescan import Rescanner
@@ -102,6 +103,7 @@ class Supervisor:
         self.watcher: Watcher | None = None
         self.rescanner: Rescanner | None = None
         self.api: ApiServer | None = None
+        self.gallery: GalleryServer | None = None
         self.backend = DaemonBackend(self)
         self.state = "starting"
         self.exit_code = ExitCode.OK
@@ -134,7 +136,7 @@ class Supervisor:
     def threads(self) -> list[StoppableThread]:
         """The supervised threads that run now, in start order."""
         gate = self.watcher.gate if self.watcher is not None else None
-        return [t for t in (self.api, self.worker, gate, self.rescanner) if t is not None]
+        return [t for t in (self.api, self.gallery, self.worker, gate, self.rescanner) if t is not None]
 
     def _supervise(self, t: StoppableThread) -> None:
         # A dying thread wakes the main loop at once instead of at its next tick.
@@ -157,6 +159,9 @@ class Supervisor:
             self._supervise(self.api)
         except ApiError as e:
             raise ConfigError(str(e)) from None
+        if s.ui.enabled:
+            self.gallery = GalleryServer(s, gallery_backend(self.backend))
+            self._supervise(self.gallery)
         self._warm_up()
         if self._stop.is_set():
             return
@@ -325,6 +330,8 @@ class Supervisor:
         if ok:
             self._close_index()
         # The API last: until here the CLI finds a daemon (and gets 503s), not a half-closed index.
+        if self.gallery is not None:
+            self.gallery.stop()
         if self.api is not None:
             self.api.stop()
         if ok:
