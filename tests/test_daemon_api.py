@@ -92,7 +92,9 @@ def test_api_endpoints_and_lifecycle(running: Running, settings: Settings, tmp_p
     code, body = r.call("POST", "/v1/index", json={"paths": [str(pics)], "force": False})
     assert (code, body) == (200, {"queued": 2})
     wait_for(lambda: r.call("GET", "/v1/status")[1]["counts"]["indexed"] == 2, 60, "indexing")
-    code, body = r.call("POST", "/v1/search", json={"query": "the", "limit": 5, "mode": "hybrid", "in_dir": str(pics)})
+    code, body = r.call(
+        "POST", "/v1/search", json={"query": "the", "limit": 5, "mode": "hybrid", "in_dir": str(pics), "all": True}
+    )
     assert code == 200 and body["results"] and all(x["path"].startswith(str(pics)) for x in body["results"])
 
     assert r.call("POST", "/v1/search", json={"limit": 3})[0] == 400  # no query

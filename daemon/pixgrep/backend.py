@@ -42,8 +42,24 @@ class Backend(Protocol):
         """Counts, roots, watched folders, the daemon's state; ``failures`` too when ``failed``."""
         ...
 
-    def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
-        """Ranked results as ``Result.to_json()`` dicts."""
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int | None,
+        mode: str | None,
+        in_dir: str | None,
+        all: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        types: tuple[str, ...] | list[str] = (),
+        source: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Ranked results as ``Result.to_json()`` dicts.
+
+        Below the relevance floor only with ``all``; ``since``/``until`` bound the file's mtime
+        (Unix time), ``types`` are image types (``results.TYPES``), ``source`` is ocr or caption.
+        """
         ...
 
     def index(
@@ -134,11 +150,36 @@ class LocalBackend:
         info["watched"] = [str(f.path) for f in s.watch.folders]
         return info
 
-    def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int | None,
+        mode: str | None,
+        in_dir: str | None,
+        all: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        types: tuple[str, ...] | list[str] = (),
+        source: str | None = None,
+    ) -> list[dict[str, Any]]:
+        from pixgrep.results import search_json
+
         self._need_books()
         # Searching never OCRs: no OCR processes.
         index = self._open(ocr_workers=0)
-        return [r.to_json() for r in index.search(query, mode=mode, limit=limit, in_dir=in_dir)]
+        return search_json(
+            index,
+            query,
+            limit=limit,
+            mode=mode,
+            in_dir=in_dir,
+            all=all,
+            since=since,
+            until=until,
+            types=types,
+            source=source,
+        )
 
     def index(
         self,

@@ -115,6 +115,30 @@ def filters_from(
     )
 
 
+def search_json(
+    index: Index,
+    query: str,
+    *,
+    limit: int | None,
+    mode: str | None,
+    in_dir: str | None,
+    all: bool = False,
+    since: float | None = None,
+    until: float | None = None,
+    types: tuple[str, ...] | list[str] = (),
+    source: str | None = None,
+) -> list[dict[str, Any]]:
+    """``Index.search`` with the result filters, as JSON-ready dicts (what every Backend returns)."""
+    f = Filters(
+        since=since,
+        until=until,
+        types=frozenset(parse_type(t) for t in types),
+        source=source or None,
+        in_dir=in_dir,
+    )
+    return [r.to_json() for r in index.search(query, mode=mode, limit=limit, all=all, **f.search_kwargs())]
+
+
 @dataclass
 class Item:
     """An indexed image as the books hold it."""

@@ -61,6 +61,12 @@ class SearchBody(_Body):
     limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     mode: str | None = Field(default=None, pattern="^(hybrid|semantic|keyword)$")
     in_dir: str | None = None
+    # Below the relevance floor too; file mtime bounds (Unix time); image types; segment source.
+    all: bool = False
+    since: float | None = None
+    until: float | None = None
+    types: list[str] = Field(default_factory=list, max_length=16)
+    source: str | None = Field(default=None, pattern="^(ocr|caption)$")
 
 
 class WatchBody(_Body):
@@ -142,7 +148,19 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
 
     async def search(request: Request) -> Any:
         b: SearchBody = await body(request, SearchBody)
-        results = await run(lambda: backend.search(b.query, limit=b.limit, mode=b.mode, in_dir=b.in_dir))
+        results = await run(
+            lambda: backend.search(
+                b.query,
+                limit=b.limit,
+                mode=b.mode,
+                in_dir=b.in_dir,
+                all=b.all,
+                since=b.since,
+                until=b.until,
+                types=b.types,
+                source=b.source,
+            )
+        )
         return {"results": results}
 
     async def watch(request: Request) -> Any:

@@ -20,6 +20,7 @@ from pixgrep.app import status as books_status
 from pixgrep.forget import ForgetRefused
 from pixgrep.forget import forget as forget_tree
 from pixgrep.forget import plan as forget_plan
+from pixgrep.results import search_json
 from pixgrep.service.api import ApiError
 from pixgrep.service.queue import Job
 from pixgrep.service.reconcile import reconcile
@@ -59,9 +60,32 @@ class DaemonBackend:
         ui = gallery.url if gallery is not None and gallery.alive else None
         return {"ok": True, "pid": os.getpid(), "state": self.sup.state, "version": version(), "ui": ui}
 
-    def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int | None,
+        mode: str | None,
+        in_dir: str | None,
+        all: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        types: tuple[str, ...] | list[str] = (),
+        source: str | None = None,
+    ) -> list[dict[str, Any]]:
         index = self._need_ready()
-        return [r.to_json() for r in index.search(query, mode=mode, limit=limit, in_dir=in_dir)]
+        return search_json(
+            index,
+            query,
+            limit=limit,
+            mode=mode,
+            in_dir=in_dir,
+            all=all,
+            since=since,
+            until=until,
+            types=types,
+            source=source,
+        )
 
     def status(self, *, failed: bool) -> dict[str, Any]:
         sup = self.sup
