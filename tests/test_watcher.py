@@ -103,6 +103,20 @@ def test_temp_file_renamed_into_place_is_gated_as_new(watched: tuple[Path, WorkQ
     assert _pending(q) == {str(root / "shot.png"): ("upsert", None)}
 
 
+def test_a_change_of_mode_alone_queues_the_file_again(watched: tuple[Path, WorkQueue, Watcher]) -> None:
+    """chmod fixes an unreadable file without touching its bytes or mtime: it must be retried (issue 9, defect 8)."""
+    root, q, w = watched
+    f = root / "locked.jpg"
+    shutil.copyfile(corpus_files(1)[0], f)
+    wait_for(lambda: str(f) in _pending(q), what="the new file")
+    q.done(q.claim(10))  # processed (failed as unreadable, say)
+    assert _pending(q) == {}
+    mtime = f.stat().st_mtime_ns
+    f.chmod(0o600)
+    wait_for(lambda: str(f) in _pending(q), what="the chmod to queue the file again")
+    assert _pending(q)[str(f)] == ("upsert", None) and f.stat().st_mtime_ns == mtime
+
+
 def test_directory_move_and_delete(watched: tuple[Path, WorkQueue, Watcher]) -> None:
     root, q, w = watched
     sub = root / "sub"

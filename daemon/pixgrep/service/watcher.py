@@ -22,6 +22,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -43,6 +44,8 @@ log = logging.getLogger("pixgrep.service.watcher")
 EVENTS = [
     FileCreatedEvent,
     FileModifiedEvent,
+    # chmod/chown: a file that was unreadable may be readable now (a change of mode is a change).
+    FileAttribEvent,
     FileClosedEvent,
     FileDeletedEvent,
     FileMovedEvent,
@@ -358,7 +361,7 @@ class Watcher:
         if event.is_directory:
             self._handle_dir(root, kind, src, dst)
             return
-        if kind in ("created", "modified", "closed"):
+        if kind in ("created", "modified", "closed", "attrib"):
             if self._accepts(self._root_for(root, src), src):
                 self.gate.touch(src)
         elif kind == "deleted":
