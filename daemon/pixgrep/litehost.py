@@ -48,10 +48,19 @@ _served: dict[str, _Served] = {}
 
 
 def _socket_base() -> str:
-    """$XDG_RUNTIME_DIR (per user, cleaned at logout) when usable, else the temp dir."""
+    """Where the socket folder goes: a runtime dir this user can write, else the temp dir.
+
+    ``$XDG_RUNTIME_DIR/pixgrep`` first: under the system unit XDG_RUNTIME_DIR is ``/run``,
+    which only root may write, while ``/run/pixgrep`` is the unit's RuntimeDirectory.
+    """
     run = os.environ.get("XDG_RUNTIME_DIR")
-    if run and os.path.isdir(run) and len(os.fsencode(run)) < _MAX_SOCKET_PATH - 40:
-        return run
+    for base in (os.path.join(run, "pixgrep"), run) if run else ():
+        if (
+            os.path.isdir(base)
+            and os.access(base, os.W_OK | os.X_OK)
+            and len(os.fsencode(base)) < _MAX_SOCKET_PATH - 40
+        ):
+            return base
     return tempfile.gettempdir()
 
 
@@ -83,10 +92,11 @@ def _start(data_dir: str) -> _Served:
         db = MilvusLite(data_dir)
     except DataDirLockedError as e:
         raise StoreLocked(f"the Milvus Lite data at {data_dir} is in use by another process") from e
-    base = _socket_base()
-    _sweep(base)
-    folder = tempfile.mkdtemp(prefix=PREFIX, dir=base)  # 0700, unpredictable name
+    folder: str | None = None
     try:
+        base = _socket_base()
+        _sweep(base)
+        folder = tempfile.mkdtemp(prefix=PREFIX, dir=base)  # 0700, unpredictable name
         Path(folder, "pid").write_text(str(os.getpid()))
         sock = os.path.join(folder, "milvus.sock")
         server = _build_server(db, _WORKERS)
@@ -94,8 +104,10 @@ def _start(data_dir: str) -> _Served:
             raise StoreUnavailable(f"Milvus Lite could not listen on {sock}")
         server.start()
     except BaseException:
+        # Close the data even when the folder could not be made: a leaked LOCK reads as "in use".
         db.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     log.debug("Milvus Lite for %s serves on %s", data_dir, sock)
     return _Served(server, db, folder, 0)
