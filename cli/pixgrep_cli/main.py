@@ -11,6 +11,7 @@ import click
 from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
 
 from pixgrep_cli.daemon_cmds import COMMANDS as DAEMON_COMMANDS
+from pixgrep_cli.doctor_cmd import doctor
 from pixgrep_cli.service_cmds import service
 from pixgrep_cli.ui_cmd import ui_cmd
 
@@ -146,6 +147,7 @@ def config_cmd(ctx: click.Context) -> None:
 
 main.add_command(service)
 main.add_command(ui_cmd)
+main.add_command(doctor)
 for _cmd in DAEMON_COMMANDS:
     main.add_command(_cmd)
 

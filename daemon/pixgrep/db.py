@@ -234,3 +234,11 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def books_for_doctor(db: Database) -> tuple[dict[str, str | None], dict[str, tuple[str, list[Any], list[str]]]]:
+    """(path -> content hash, content hash -> (status, OCR lines, captions)): what ``pixgrep doctor`` compares."""
+    with db.session() as s:
+        paths = {p: h for p, h in s.execute(select(PathEntry.path, PathEntry.content_hash))}
+        contents = {c.hash: (c.status, c.lines, c.captions) for c in s.scalars(select(Content))}
+    return paths, contents

@@ -124,6 +124,8 @@ class MilvusStore:
         self.index_type = "FLAT"
         self._lock = threading.RLock()
         self.local: LocalDenseIndex | None = None
+        # Why the local index was rebuilt from Milvus at open, if it was (``pixgrep doctor`` reports it).
+        self.local_rebuilt: str | None = None
         # Lite is served on a private Unix socket, never on pymilvus's unauthenticated loopback TCP port.
         self._lite_data: str | None = None
         client_uri = uri
@@ -266,6 +268,7 @@ class MilvusStore:
             local.clear()
         milvus_rows = self.count()
         if local.count() != milvus_rows:
+            self.local_rebuilt = f"the local dense index had {local.count()} rows, Milvus {milvus_rows}"
             # A crash between the Milvus write and this one, or an index from before it existed.
             log.warning("rebuilding the in-memory vector index from Milvus (%d rows)", milvus_rows)
             local.clear()
@@ -364,6 +367,17 @@ class MilvusStore:
     def delete(self, hashes: Sequence[str]) -> None:
         if self.local is not None:
             hashes = self.local.known(hashes)
+        if not hashes:
+            return
+        with self._lock:
+            self._call("delete", lambda: self._delete_locked(hashes))
+            if self.local is not None:
+                self.local.delete(hashes)
+            self._unflushed += len(hashes)
+
+    def purge(self, hashes: Sequence[str]) -> None:
+        """Delete the rows of ``hashes`` from Milvus and the local index, even rows only Milvus has
+        (``delete`` skips what the local index doesn't know; ``pixgrep doctor --repair`` needs this)."""
         if not hashes:
             return
         with self._lock:
