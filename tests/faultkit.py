@@ -259,7 +259,7 @@ def kill_loop(
 
 
 # --------------------------------------------------------------------------
-# The consistency oracle (until `pixgrep doctor` lands): books, Milvus and the local dense index agree
+# The consistency oracle: `pixgrep doctor` (books, Milvus, the local dense index, permissions), plus disk -> books
 
 
 def books(home: Path) -> tuple[dict[str, str | None], dict[str, tuple[str, str, str]], dict[str, int]]:
@@ -277,46 +277,19 @@ def books(home: Path) -> tuple[dict[str, str | None], dict[str, tuple[str, str, 
     return paths, contents, queue
 
 
-def inconsistencies(
-    settings: Any, *, disk: dict[str, str] | None = None, embed: tuple[str, int] = ("use-multilingual-v3", 512)
-) -> list[str]:
-    """Everything wrong between SQLite, Milvus and the local dense index; [] when they agree.
+def inconsistencies(settings: Any, *, disk: dict[str, str] | None = None) -> list[str]:
+    """What `pixgrep doctor` finds, and files of ``disk`` (path -> content hash) the books lack or hold stale.
 
-    ``disk``: path -> content hash of the files that should be indexed, when the caller knows. ``embed``: the
-    embedder's (name, dim) the collection was built with. Opens the store: call it while no daemon holds Lite.
+    Opens the store: call it while no daemon holds the index.
     """
-    from pixgrep.pipeline import build_segments
-    from pixgrep.stages import OcrLine
-    from pixgrep.store import open_store
+    from pixgrep.doctor import inconsistencies as doctor
 
-    problems: list[str] = []
-    paths, contents, _ = books(settings.home)
+    problems = doctor(settings)
     if disk is not None:
+        paths, _, _ = books(settings.home)
         for p, h in disk.items():
             if p not in paths:
                 problems.append(f"missing from the books: {p}")
             elif paths[p] != h:
                 problems.append(f"stale content for {p}: {paths[p]} != {h}")
-        problems += [f"stale path in the books: {p}" for p in paths if p not in disk]
-    referenced = {h for h in paths.values() if h}
-    problems += [f"path points at an unknown content: {p}" for p, h in paths.items() if h and h not in contents]
-    store = open_store(settings, embed_name=embed[0], dim=embed[1])
-    try:
-        per_hash = store.segments_per_content()
-        if store.local is not None and store.local.count() != sum(per_hash.values()):
-            problems.append(f"local dense index has {store.local.count()} rows, Milvus {sum(per_hash.values())}")
-    finally:
-        store.close()
-    for h, (status, lines, caps) in contents.items():
-        n = per_hash.pop(h, 0)
-        if status != "done":
-            if n:
-                problems.append(f"{n} Milvus rows for content {h} in state {status}")
-            continue
-        if h not in referenced:
-            problems.append(f"done content {h} has no path")
-        want = len(build_segments([OcrLine.from_json(d) for d in json.loads(lines)], json.loads(caps)))
-        if n != want:
-            problems.append(f"content {h}: {n} Milvus rows, {want} expected")
-    problems += [f"{n} Milvus rows of unknown content {h}" for h, n in per_hash.items()]
     return problems
