@@ -162,8 +162,25 @@ class RecordingBackend:
         self.calls.append(("status", {"failed": failed}))
         return {"counts": {}}
 
-    def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
-        self.calls.append(("search", {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir}))
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int | None,
+        mode: str | None,
+        in_dir: str | None,
+        all: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        types: tuple[str, ...] | list[str] = (),
+        source: str | None = None,
+    ) -> list[dict[str, Any]]:
+        self.calls.append(
+            (
+                "search",
+                {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir, "all": all, "source": source},
+            )
+        )
         return []
 
     def watch(self, path: str, *, polling: bool) -> dict[str, Any]:
@@ -203,7 +220,21 @@ json_value = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
     max_leaves=8,
 )
+# Well-formed search bodies too, so the fuzzer reaches the backend and not only the validator.
+search_bodies = st.fixed_dictionaries(
+    {"query": text},
+    optional={
+        "limit": st.integers(-5, 2000),
+        "mode": st.sampled_from(["hybrid", "semantic", "keyword", "x"]),
+        "in_dir": text,
+        "all": st.booleans(),
+        "since": st.floats(allow_nan=False),
+        "types": st.lists(text, max_size=3),
+        "source": st.sampled_from(["ocr", "caption", "x"]),
+    },
+).map(lambda d: json.dumps(d).encode())
 bodies = st.one_of(
+    search_bodies,
     st.dictionaries(st.sampled_from(FIELDS), json_value, max_size=5).map(lambda d: json.dumps(d).encode()),
     json_value.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
