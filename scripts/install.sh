@@ -26,7 +26,7 @@ python=${PYTHON:-python3}
 if [ "$dev" = 1 ]; then
   # The CPU build: a bare `torch` would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e '.[tesseract,ml,systemd,postgres,dev]'
+  .venv/bin/python -m pip install -q -e '.[tesseract,ml,systemd,postgres,preview,dev]'
 else
   .venv/bin/python -m pip install -q -e '.[systemd]'
 fi

@@ -117,7 +117,7 @@ def test_second_run_is_incremental(indexed: tuple[Path, dict[str, str]]) -> None
 def test_no_matches_exit_code(indexed: tuple[Path, dict[str, str]]) -> None:
     _, env = indexed
     r = _pixgrep("search", "zzqxv", "--mode", "keyword", env=env, check=False)
-    assert r.returncode == 1 and "no matches" in r.stderr
+    assert r.returncode == 1 and "no good match" in r.stderr
 
 
 def test_index_shows_a_progress_bar_on_a_terminal(tmp_path: Path, home: Path) -> None:
@@ -153,3 +153,33 @@ def test_index_shows_a_progress_bar_on_a_terminal(tmp_path: Path, home: Path) ->
     assert proc.returncode == 0, bar
     assert "3 indexed" in out.decode()
     assert "3/3" in bar and "img" in bar, bar
+
+
+def test_result_actions_floor_and_similar(indexed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    pics, env = indexed
+    junk = "量子色动力学的渐近自由"
+    r = _pixgrep("search", junk, env=env, check=False)
+    assert (r.returncode, r.stdout) == (1, "") and "no good match" in r.stderr
+    assert len(_pixgrep("search", junk, "--all", "-f", "-k", "3", env=env).stdout.splitlines()) == 3
+    query, expected = CASES[0]
+    r = _pixgrep("search", query, "-0", env=env)
+    assert r.stdout.endswith("\0") and r.stdout.split("\0")[0].endswith(_name(expected))
+    r = _pixgrep("search", query, "--explain", "-k", "1", env=env)
+    assert "keyword  bm25" in r.stdout and "dense    cosine" in r.stdout and "fused" in r.stdout
+    assert _pixgrep("search", query, "--since", "2999-01-01", env=env, check=False).returncode == 1
+    assert _pixgrep("search", query, "--type", "png", env=env, check=False).returncode == 1
+    assert _pixgrep("search", query, "--type", "jpeg", "-f", env=env).stdout.startswith(str(pics))
+    bad = _pixgrep("search", query, "--since", "someday", env=env, check=False)
+    assert bad.returncode == 64 and len(bad.stderr.strip().splitlines()) == 1
+
+    # similar: an indexed image answers from the index, without itself
+    target = next(pics.rglob(_name(expected)))
+    r = _pixgrep("similar", str(target), "-f", "-k", "3", env=env)
+    assert len(r.stdout.splitlines()) == 3 and str(target) not in r.stdout
+    # an image the index doesn't hold is OCR'd on the spot: its text finds the meme that holds it
+    from imgs import render
+
+    fresh = render(tmp_path / "fresh.png", [CASES[1][0]])
+    r = _pixgrep("similar", str(fresh), "-f", "-k", "3", env=env)
+    assert r.stdout.splitlines()[0].endswith(_name(CASES[1][1])), r.stdout + r.stderr
+    assert _pixgrep("similar", str(tmp_path / "nope.png"), env=env, check=False).returncode == 64

@@ -185,6 +185,9 @@ def test_the_page_in_chromium(gallery: Gallery, browser: Any, tmp_path: Path) ->
     assert marks, "the matched text is highlighted"
     wait.until(lambda drv: drv.execute_script("return document.querySelector('.card img').naturalWidth") > 0)
     d.save_screenshot(str(tmp_path / "gallery-grid.png"))
+    d.find_element(By.ID, "f-why").click()  # the --explain data under each card
+    why = cards[0].find_element(By.CSS_SELECTOR, ".why")
+    assert why.is_displayed() and "fused" in why.text and "keyword: bm25" in why.text
 
     cards[0].find_element(By.CSS_SELECTOR, ".thumb").click()
     rects = wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#boxes rect"))
@@ -193,6 +196,17 @@ def test_the_page_in_chromium(gallery: Gallery, browser: Any, tmp_path: Path) ->
     d.save_screenshot(str(tmp_path / "gallery-viewer.png"))
     d.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     wait.until(lambda drv: drv.find_element(By.ID, "viewer").get_attribute("hidden") is not None)
+
+    # More like this: the grid shows other memes, not the one asked about.
+    d.find_element(By.CSS_SELECTOR, "#grid .card .like").click()
+    wait.until(lambda drv: "text like" in drv.find_element(By.ID, "summary").text)
+    hashes = [c.get_attribute("data-hash") for c in d.find_elements(By.CSS_SELECTOR, "#grid .card")]
+    assert hashes and gallery.target_hash not in hashes
+
+    # The status panel: watched folders and failures.
+    d.find_element(By.ID, "status-btn").click()
+    wait.until(lambda drv: str(gallery.pics) in drv.find_element(By.ID, "status-body").text)
+    d.find_element(By.ID, "status-close").click()
 
     # Type a new query: the grid follows (debounced), and Enter opens the selected card.
     box = d.find_element(By.ID, "q")

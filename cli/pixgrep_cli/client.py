@@ -62,8 +62,11 @@ class DaemonClient:
             raise DaemonError(detail, r.status_code)
         return r.json()
 
-    def search(self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None) -> list[dict[str, Any]]:
-        body = {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir}
+    def search(
+        self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None, **extra: Any
+    ) -> list[dict[str, Any]]:
+        """``extra``: all, since, until, types, source (see ``/v1/search``)."""
+        body = {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir, **extra}
         return list(self.request("POST", "/v1/search", json=body)["results"])
 
     def status(self, *, failed: bool = False) -> dict[str, Any]:

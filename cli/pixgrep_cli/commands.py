@@ -12,7 +12,7 @@ import click
 from pixgrep.settings import ExitCode, Settings
 
 from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable, ask_daemon
-from pixgrep_cli.fast import print_results
+from pixgrep_cli.show import Show, show_results
 
 
 def _err(msg: str) -> None:
@@ -102,46 +102,48 @@ def run_search(
     settings: Settings,
     *,
     query: str,
-    limit: int | None,
-    as_json: bool,
-    in_dir: str | None,
-    mode: str | None,
-    montage: str | None,
+    limit: int | None = None,
+    as_json: bool = False,
+    in_dir: str | None = None,
+    mode: str | None = None,
+    montage: str | None = None,
+    paths: bool = False,
+    nul: bool = False,
+    open_n: int | None = None,
+    preview: bool = False,
+    explain: bool = False,
+    show_all: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    types: tuple[str, ...] = (),
+    source: str | None = None,
 ) -> int:
     from pixgrep.limits import limit_problem, query_problem
+    from pixgrep.results import filters_from
 
     problem = query_problem(query) or limit_problem(limit)
     if problem:
         _err(problem)  # before sending it anywhere: the same answer with and without the daemon
         return int(ExitCode.USAGE)
+    try:
+        f = filters_from(since=since, until=until, types=types, source=source, in_dir=in_dir)
+    except ValueError as e:
+        _err(str(e))
+        return int(ExitCode.USAGE)
+    extra: dict[str, Any] = {
+        "all": show_all,
+        "since": f.since,
+        "until": f.until,
+        "types": sorted(f.types),
+        "source": f.source,
+    }
     in_dir = os.path.abspath(in_dir) if in_dir else None
-    results: list[dict[str, Any]]
-    client = DaemonClient.connect(settings.socket_path)
-    if client is not None:
-        try:
-            results = client.search(query, limit=limit, mode=mode, in_dir=in_dir)
-        except (DaemonError, DaemonUnavailable) as e:
-            _err(str(e))
-            refused = isinstance(e, DaemonError) and e.status == 400
-            return int(ExitCode.USAGE if refused else ExitCode.UNAVAILABLE)
-        finally:
-            client.close()
-    else:
-        if not as_json:
-            _err("no daemon running; searching the index directly")
-        if not settings.db_path.exists():
-            _err(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
-            return int(ExitCode.FAILURE)
-        index = _local_index(settings, ocr_workers=0)
-        with index:
-            from pixgrep.errors import PixgrepError
-
-            try:
-                results = [r.to_json() for r in index.search(query, mode=mode, limit=limit, in_dir=in_dir)]
-            except PixgrepError as e:
-                _err(str(e))
-                return int(ExitCode.UNAVAILABLE)
-    print_results(results, as_json=as_json)
+    quiet = as_json or paths or nul
+    results = _search(settings, query, limit=limit, mode=mode, in_dir=in_dir, extra=extra, quiet=quiet)
+    if isinstance(results, int):
+        return results
+    show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=show_all)
+    code = show_results(results, show)
     if montage and results:
         from pixgrep.montage import montage as make_montage
 
@@ -151,7 +153,100 @@ def run_search(
             labels=[f"#{i + 1} {r['score']:.3f} {os.path.basename(r['path'])}"[:36] for i, r in enumerate(results)],
         )
         _err(f"montage written to {out}")
-    return 0 if results else 1
+    return code
+
+
+def run_similar(
+    settings: Settings,
+    *,
+    image: str,
+    limit: int | None = None,
+    as_json: bool = False,
+    paths: bool = False,
+    nul: bool = False,
+    open_n: int | None = None,
+    preview: bool = False,
+    explain: bool = False,
+) -> int:
+    from pixgrep.limits import limit_problem
+
+    problem = limit_problem(limit)
+    if problem:
+        _err(problem)
+        return int(ExitCode.USAGE)
+    path = os.path.abspath(image)
+    if not os.path.isfile(path):
+        _err(f"{image}: no such file")
+        return int(ExitCode.USAGE)
+    results: list[dict[str, Any]]
+    client = DaemonClient.connect(settings.socket_path)
+    try:
+        if client is not None:
+            results = list(client.request("POST", "/v1/similar", json={"path": path, "limit": limit})["results"])
+        else:
+            results = _similar_here(settings, path, limit)
+    except (DaemonError, DaemonUnavailable) as e:
+        _err(str(e))
+        return int(ExitCode.USAGE if isinstance(e, DaemonError) and e.status == 400 else ExitCode.UNAVAILABLE)
+    except ValueError as e:
+        _err(str(e))
+        return int(ExitCode.FAILURE)
+    finally:
+        if client is not None:
+            client.close()
+    show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=True)
+    return show_results(results, show)
+
+
+def _similar_here(settings: Settings, path: str, limit: int | None) -> list[dict[str, Any]]:
+    from pixgrep.backend import LocalBackend
+    from pixgrep.errors import PixgrepError
+
+    if not settings.db_path.exists():
+        raise ValueError(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
+    with LocalBackend(settings) as backend:
+        try:
+            return backend.similar(path, limit=limit)
+        except PixgrepError as e:
+            raise ValueError(str(e)) from None
+
+
+def _search(
+    settings: Settings,
+    query: str,
+    *,
+    limit: int | None,
+    mode: str | None,
+    in_dir: str | None,
+    extra: dict[str, Any],
+    quiet: bool,
+) -> list[dict[str, Any]] | int:
+    """Results through the daemon, else from the index in this process; an exit code on failure."""
+    client = DaemonClient.connect(settings.socket_path)
+    if client is not None:
+        try:
+            return client.search(query, limit=limit, mode=mode, in_dir=in_dir, **extra)
+        except (DaemonError, DaemonUnavailable) as e:
+            _err(str(e))
+            refused = isinstance(e, DaemonError) and e.status == 400
+            return int(ExitCode.USAGE if refused else ExitCode.UNAVAILABLE)
+        finally:
+            client.close()
+    if not quiet:
+        _err("no daemon running; searching the index directly")
+    if not settings.db_path.exists():
+        _err(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
+        return int(ExitCode.FAILURE)
+    index = _local_index(settings, ocr_workers=0)
+    with index:
+        from pixgrep.errors import PixgrepError
+        from pixgrep.results import search_json
+
+        try:
+            return search_json(index, query, limit=limit, mode=mode, in_dir=in_dir, **extra)
+        except PixgrepError as e:
+            _err(str(e))
+            return int(ExitCode.UNAVAILABLE)
 
 
 def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:

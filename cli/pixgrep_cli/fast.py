@@ -216,7 +216,7 @@ def print_results(results: list[dict[str, Any]], *, as_json: bool) -> None:
     else:
         color = sys.stdout.isatty()
         if not results:
-            _err("no matches")
+            _err("no good match (--all shows the nearest anyway)")
         for r in results:
             p = _style(r["path"], "35") if color else r["path"]
             snippet = _highlight(r.get("snippet", ""), r.get("spans", []), color)

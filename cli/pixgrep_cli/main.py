@@ -71,31 +71,66 @@ def index_cmd(
 @click.argument("query", nargs=-1, required=True)
 @click.option("-k", "--limit", type=int, default=None, help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text.")
+@click.option("-f", "--paths", "paths", is_flag=True, help="Bare paths, one a line.")
+@click.option("-0", "--null", "nul", is_flag=True, help="Bare paths separated by NUL (for xargs -0).")
+@click.option(
+    "--open",
+    "open_n",
+    type=int,
+    is_flag=False,
+    flag_value=1,
+    default=None,
+    help="Open hit N (default 1) with xdg-open.",
+)
+@click.option("--preview", is_flag=True, help="Inline thumbnails on a terminal (chafa or textual-image).")
+@click.option("--explain", is_flag=True, help="Each leg's score and matched text, and the fused score.")
+@click.option("--all", "show_all", is_flag=True, help="Also results below the relevance floor.")
 @click.option("--in", "in_dir", type=click.Path(file_okay=False), default=None, help="Only results under DIR.")
+@click.option("--since", default=None, metavar="DATE", help="Only files modified on or after DATE (YYYY-MM-DD).")
+@click.option("--until", default=None, metavar="DATE", help="Only files modified on or before DATE.")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only this image type (jpeg, png, gif, webp...).")
+@click.option(
+    "--source", type=click.Choice(["ocr", "caption"]), default=None, help="Only matches in OCR text or captions."
+)
 @click.option("--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default=None)
 @click.option(
     "--montage", type=click.Path(dir_okay=False), default=None, help="Write a grid of the hits to this image."
 )
 @click.pass_context
-def search_cmd(
-    ctx: click.Context,
-    query: tuple[str, ...],
-    limit: int | None,
-    as_json: bool,
-    in_dir: str | None,
-    mode: str | None,
-    montage: str | None,
-) -> None:
+def search_cmd(ctx: click.Context, query: tuple[str, ...], **kw: Any) -> None:
     """Search the index; uses the daemon when it runs."""
     from pixgrep_cli import commands
 
     s = _settings(ctx)
     _setup_logging(s, ctx.obj["verbose"])
-    sys.exit(
-        commands.run_search(
-            s, query=" ".join(query), limit=limit, as_json=as_json, in_dir=in_dir, mode=mode, montage=montage
-        )
-    )
+    sys.exit(commands.run_search(s, query=" ".join(query), **kw))
+
+
+@main.command("similar")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-k", "--limit", type=int, default=None, help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text.")
+@click.option("-f", "--paths", "paths", is_flag=True, help="Bare paths, one a line.")
+@click.option("-0", "--null", "nul", is_flag=True, help="Bare paths separated by NUL (for xargs -0).")
+@click.option(
+    "--open",
+    "open_n",
+    type=int,
+    is_flag=False,
+    flag_value=1,
+    default=None,
+    help="Open hit N (default 1) with xdg-open.",
+)
+@click.option("--preview", is_flag=True, help="Inline thumbnails on a terminal (chafa or textual-image).")
+@click.option("--explain", is_flag=True, help="Each leg's score and matched text, and the fused score.")
+@click.pass_context
+def similar_cmd(ctx: click.Context, image: str, **kw: Any) -> None:
+    """Images with text like IMAGE's: from the index when it holds IMAGE, else OCR'd now."""
+    from pixgrep_cli import commands
+
+    s = _settings(ctx)
+    _setup_logging(s, ctx.obj["verbose"])
+    sys.exit(commands.run_similar(s, image=image, **kw))
 
 
 @main.command("status")

@@ -62,6 +62,10 @@ class Backend(Protocol):
         """
         ...
 
+    def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
+        """Images whose text is like that of the image at ``path`` (indexed or OCR'd now), as ``search`` returns them."""
+        ...
+
     def index(
         self,
         paths: list[str],
@@ -180,6 +184,12 @@ class LocalBackend:
             types=types,
             source=source,
         )
+
+    def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
+        from pixgrep.results import similar_to_file
+
+        self._need_books()
+        return similar_to_file(self._open(ocr_workers=0), path, limit=limit or self.settings.search.limit)
 
     def index(
         self,

@@ -69,6 +69,11 @@ class SearchBody(_Body):
     source: str | None = Field(default=None, pattern="^(ocr|caption)$")
 
 
+class SimilarBody(_Body):
+    path: str
+    limit: int | None = Field(default=None, ge=1, le=1000)
+
+
 class WatchBody(_Body):
     path: str
     polling: bool = False
@@ -163,6 +168,10 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
         )
         return {"results": results}
 
+    async def similar(request: Request) -> Any:
+        b: SimilarBody = await body(request, SimilarBody)
+        return {"results": await run(lambda: backend.similar(b.path, limit=b.limit))}
+
     async def watch(request: Request) -> Any:
         b: WatchBody = await body(request, WatchBody)
         return await run(lambda: backend.watch(b.path, polling=b.polling))
@@ -183,6 +192,7 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
         Route("/v1/health", wrap(health), methods=["GET"]),
         Route("/v1/status", wrap(status), methods=["GET"]),
         Route("/v1/search", wrap(search), methods=["POST"]),
+        Route("/v1/similar", wrap(similar), methods=["POST"]),
         Route("/v1/watch", wrap(watch), methods=["POST"]),
         Route("/v1/unwatch", wrap(unwatch), methods=["POST"]),
         Route("/v1/index", wrap(index), methods=["POST"]),

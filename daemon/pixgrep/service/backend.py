@@ -20,7 +20,7 @@ from pixgrep.app import status as books_status
 from pixgrep.forget import ForgetRefused
 from pixgrep.forget import forget as forget_tree
 from pixgrep.forget import plan as forget_plan
-from pixgrep.results import search_json
+from pixgrep.results import search_json, similar_to_file
 from pixgrep.service.api import ApiError
 from pixgrep.service.queue import Job
 from pixgrep.service.reconcile import reconcile
@@ -86,6 +86,10 @@ class DaemonBackend:
             types=types,
             source=source,
         )
+
+    def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
+        index = self._need_ready()
+        return similar_to_file(index, path, limit=limit or self.sup.settings.search.limit)
 
     def status(self, *, failed: bool) -> dict[str, Any]:
         sup = self.sup
