@@ -48,18 +48,23 @@ def show_results(results: list[dict[str, Any]], show: Show) -> int:
     elif show.as_json or not (show.explain or show.preview):
         print_results(results, as_json=show.as_json)
     else:
-        for r in results:
-            print_results([r], as_json=False)
-            if show.explain:
-                from pixgrep.results import explain
-
-                _write("".join(f"    {line}\n" for line in explain(r)))
-            if show.preview:
-                preview(r["path"])
-        sys.stdout.flush()
+        _print_annotated(results, show)
     if show.open_n is not None:
         return open_result(results, show.open_n)
     return 0
+
+
+def _print_annotated(results: list[dict[str, Any]], show: Show) -> None:
+    """Each result line, then its --explain lines and its --preview thumbnail."""
+    for r in results:
+        print_results([r], as_json=False)
+        if show.explain:
+            from pixgrep.results import explain
+
+            _write("".join(f"    {line}\n" for line in explain(r)))
+        if show.preview:
+            preview(r["path"])
+    sys.stdout.flush()
 
 
 def open_result(results: list[dict[str, Any]], n: int) -> int:
