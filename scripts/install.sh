@@ -16,8 +16,11 @@ if [ "$dev" = 1 ]; then
     postgresql chromium chromium-driver)
 fi
 if command -v apt-get >/dev/null; then
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  # Wait up to 10 min for another apt/dpkg (unattended-upgrades at boot) instead of failing at once.
+  apt_wait=(-o DPkg::Lock::Timeout=600)
+  $sudo apt-get "${apt_wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends \
+    "${apt_pkgs[@]}" >/dev/null
 fi
 
 python=${PYTHON:-python3}

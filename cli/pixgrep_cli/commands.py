@@ -47,6 +47,11 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     from pixgrep.stages import BackendUnavailable
     from tqdm import tqdm
 
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        for p in missing:  # refused before anything is indexed or sent, daemon or not
+            _err(f"{p}: no such file or folder")
+        return int(ExitCode.NOINPUT)
     try:
         res = ask_daemon(
             settings.socket_path, "POST", "/v1/index", {"paths": [os.path.abspath(p) for p in paths], "force": force}
@@ -91,11 +96,18 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
         f"{report.unchanged} unchanged, {report.failed} failed, {report.retry} to retry, "
         f"{report.removed} removed ({report.seconds:.1f}s, {rate:.1f} img/s)"
     )
-    for path, error in report.errors[:10]:
+    store_down = [e for _, e in report.errors if e.startswith("Milvus")]
+    if store_down:
+        # A store outage is one cause, not N failures: say it once (issue 9, defect 9).
+        _err(
+            f"{len(store_down)} files wait for the vector store: {store_down[0]}; run `pixgrep index` again when it is up"
+        )
+    others = [(p, e) for p, e in report.errors if not e.startswith("Milvus")]
+    for path, error in others[:10]:
         click.echo(f"  {path}: {error}", err=True)
-    if len(report.errors) > 10:
-        click.echo(f"  … and {len(report.errors) - 10} more: `pixgrep status --failed`", err=True)
-    return 0
+    if len(others) > 10:
+        click.echo(f"  … and {len(others) - 10} more: `pixgrep status --failed`", err=True)
+    return int(ExitCode.UNAVAILABLE) if store_down else 0
 
 
 def run_search(
@@ -122,6 +134,10 @@ def run_search(
     from pixgrep.results import filters_from
 
     problem = query_problem(query) or limit_problem(limit)
+    if montage and not problem:
+        from pixgrep.montage import output_problem
+
+        problem = output_problem(Path(montage))
     if problem:
         _err(problem)  # before sending it anywhere: the same answer with and without the daemon
         return int(ExitCode.USAGE)
@@ -145,13 +161,18 @@ def run_search(
     show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=show_all)
     code = show_results(results, show)
     if montage and results:
+        from pixgrep.errors import PixgrepError
         from pixgrep.montage import montage as make_montage
 
-        out = make_montage(
-            [r["path"] for r in results],
-            Path(montage),
-            labels=[f"#{i + 1} {r['score']:.3f} {os.path.basename(r['path'])}"[:36] for i, r in enumerate(results)],
-        )
+        try:
+            out = make_montage(
+                [r["path"] for r in results],
+                Path(montage),
+                labels=[f"#{i + 1} {r['score']:.3f} {os.path.basename(r['path'])}"[:36] for i, r in enumerate(results)],
+            )
+        except PixgrepError as e:
+            _err(str(e))
+            return int(ExitCode.CANTCREAT)
         _err(f"montage written to {out}")
     return code
 

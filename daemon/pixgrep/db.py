@@ -103,6 +103,16 @@ def settled(status: str | None, retryable: bool | None) -> bool:
     return status == "done" or (status == "failed" and not retryable)
 
 
+def path_settled(
+    error: str | None, content_hash: str | None, size: int, mtime_ns: int, status: str | None, retryable: bool | None
+) -> bool:
+    """Nothing left to do for a path at its booked stat: its content is settled, or its bytes failed for
+    good (a path error with no content but a booked stat; see ``Pipeline._path_error``)."""
+    if error is None:
+        return settled(status, retryable)
+    return content_hash is None and (size, mtime_ns) != (0, 0)
+
+
 # settled() as a SQL condition on Content, for bulk queries.
 SETTLED = or_(Content.status == "done", and_(Content.status == "failed", ~Content.retryable))
 
@@ -231,6 +241,17 @@ class Database:
             "queue_pending": queue.get("pending", 0) + queue.get("processing", 0),
             "queue_failed": queue.get("failed", 0),
         }
+
+    def knows(self, path: str) -> bool:
+        """True if the books hold ``path`` or anything under it."""
+        lo, hi = path_prefix_range(path)
+        with self.session() as s:
+            exact = s.get(PathEntry, path) is not None
+            return (
+                exact
+                or s.scalar(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi).limit(1))
+                is not None
+            )  # type: ignore[operator]
 
     def close(self) -> None:
         self.engine.dispose()

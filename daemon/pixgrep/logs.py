@@ -39,6 +39,9 @@ def setup_logging(level: str = "INFO", *, settings: Any = None) -> None:
     # Milvus Lite's in-process gRPC server logs a traceback for each AllocTimestamp
     # call that pymilvus makes and then falls back from; it is not an error of ours.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    # pymilvus logs every failed RPC with its whole traceback (40 KB for one outage mid-run); pixgrep
+    # reports the failure itself in one line, so its log speaks only when asked for DEBUG.
+    logging.getLogger("pymilvus").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)
     for noisy in ("faiss.loader", "milvus_lite", "RapidOCR", "jieba", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 

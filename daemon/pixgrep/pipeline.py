@@ -449,7 +449,7 @@ class Pipeline:
         try:
             fb = images.read_file(path)
         except PermanentError as e:
-            self._path_error(path, root, str(e))
+            self._path_error(path, root, str(e), failed_at=st)
             return Outcome(path, "failed", None, str(e)), None
         except RetryableError as e:
             if "vanished" in str(e):
@@ -481,19 +481,26 @@ class Pipeline:
         if old_hash and old_hash != fb.digest:
             self._drop_orphans(s, [old_hash])
 
-    def _path_error(self, path: str, root: str | None, msg: str) -> None:
+    def _path_error(self, path: str, root: str | None, msg: str, *, failed_at: os.stat_result | None = None) -> None:
+        """Record an error of the path itself. ``failed_at``: the stat of bytes that failed for good (an empty
+        file): the rescan then leaves the path alone until its stat changes. A passing error records no stat,
+        so the path is tried again (``db.path_settled``)."""
         log.warning("%s", msg, extra={"file": path})
         with self.db.session() as s:
             entry = s.get(PathEntry, path)
             if entry is None:
                 entry = PathEntry(path=path, root=root)
                 s.add(entry)
+            if entry.content_hash is None:
+                st = failed_at
+                entry.size, entry.mtime_ns, entry.inode = (st.st_size, st.st_mtime_ns, st.st_ino) if st else (0, 0, 0)
             entry.error = msg
             entry.attempts = (entry.attempts or 0) + 1
             entry.seen_at = time.time()
 
-    def _fail_content(self, pend: _Pending, msg: str, *, retryable: bool) -> None:
-        log.warning("%s", msg, extra={"file": pend.path})
+    def _fail_content(self, pend: _Pending, msg: str, *, retryable: bool, quiet: bool = False) -> None:
+        if not quiet:
+            log.warning("%s", msg, extra={"file": pend.path})
         with self.db.session() as s:
             content = s.get(Content, pend.fb.digest)
             if content is None:
@@ -538,8 +545,10 @@ class Pipeline:
                 offset += len(segs)
             self.store.upsert_many(items)
         except StoreUnavailable as e:
+            # One cause for the whole batch: one log line, not one per file.
+            log.warning("%s (%d files wait for it)", e, len(batch))
             for p in batch:
-                self._fail_content(p, str(e), retryable=True)
+                self._fail_content(p, str(e), retryable=True, quiet=True)
                 for path in [p.path, *p.dups]:
                     done(Outcome(path, "retry", p.fb.digest, str(e)))
             return

@@ -28,8 +28,10 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 64
+    NOINPUT = 66  # a path given on the command line does not exist
     UNAVAILABLE = 69  # Milvus or the daemon is unreachable
     SOFTWARE = 70  # an internal thread died
+    CANTCREAT = 73  # an output file (--montage) cannot be written
     IOERR = 74  # the disk is full: nothing could be written
     TEMPFAIL = 75  # another daemon holds the index or the socket: try again when it stops
     CONFIG = 78  # bad configuration: restarting will not help
@@ -69,6 +71,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _known_backend(stage: str, name: str) -> str:
+    """``name`` if a backend of ``stage`` is registered under it: a typo is a config error at load (exit 78),
+    not a traceback when the stage is first used."""
+    from pixgrep import stages  # the registries import no backend until one is used
+
+    registries: dict[str, stages.Registry[Any]] = {"ocr": stages.OCR, "embed": stages.EMBED, "caption": stages.CAPTION}
+    registry = registries[stage]
+    if name not in registry.names():
+        raise ValueError(f"unknown {stage} backend {name!r}; choose one of: {', '.join(registry.names())}")
+    return name
+
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -81,6 +95,12 @@ class ImageSettings(_Section):
 
 class OcrSettings(_Section):
     engine: str = "rapidocr"
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        return _known_backend("ocr", v)
+
     # Tesseract language string; rapidocr's PP-OCRv6 reads zh-Hans, zh-Hant and en at once.
     languages: str = "chi_sim+chi_tra+eng"
     min_confidence: float = Field(default=0.5, ge=0, le=1)
@@ -113,12 +133,23 @@ class EmbedSettings(_Section):
     device: Device = "auto"
     batch_size: int = Field(default=64, ge=1)
 
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        return _known_backend("embed", v)
+
 
 class CaptionSettings(_Section):
     # Empty: no captioner. Otherwise a hub id or a local path of an image-to-text model.
     model: str = ""
     backend: str = "transformers"
     device: Device = "auto"
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        return _known_backend("caption", v)
+
     # 16 images a generate() call: on a GPU a batch costs about what one image costs
     # (bench/RESULTS.md); on a CPU larger batches gain little and cost memory.
     batch_size: int = Field(default=16, ge=1)

@@ -99,9 +99,12 @@ class DaemonBackend:
         info["watched"] = sup.watchlist.paths()
         info["daemon"] = self._daemon_info()
         if failed:
+            # A path the books list already failed in the queue too: list each failure once.
+            listed = {f["path"] for f in info.get("failures", [])}
             info.setdefault("failures", []).extend(
                 {"path": f["path"], "error": f["error"] or "failed", "attempts": f["attempts"]}
                 for f in sup.queue.failures()
+                if f["path"] not in listed
             )
         return info
 
@@ -181,6 +184,10 @@ class DaemonBackend:
         assert sup.queue is not None and sup.watchlist is not None
         n = 0
         flt = sup.file_filter()
+        unknown = [p for p in paths if not os.path.lexists(p) and not index.db.knows(os.path.abspath(p))]
+        if unknown:
+            # Nothing there and nothing to forget: a typo, refused before anything is queued.
+            raise ApiError(400, f"no such file or folder: {', '.join(unknown)}")
         for p in paths:
             p = os.path.abspath(os.path.expanduser(p))
             if os.path.isdir(p):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from pixgrep import scan
-from pixgrep.db import Database, path_prefix_range, settled
+from pixgrep.db import Database, path_prefix_range, path_settled
 from pixgrep.service.queue import Job, WorkQueue
 
 log = logging.getLogger("pixgrep.service.reconcile")
@@ -44,12 +44,13 @@ def _known(db: Database, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
     out: dict[bytes, tuple[int, int, int, bool]] = {}
     with db.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT p.path, p.size, p.mtime_ns, p.inode, p.error, c.status, c.retryable "
+            "SELECT p.path, p.size, p.mtime_ns, p.inode, p.error, p.content_hash, c.status, c.retryable "
             "FROM paths p LEFT JOIN contents c ON c.hash = p.content_hash WHERE p.path >= ? AND p.path < ?",
             (lo, hi),
         )
-        for path, size, mtime_ns, inode, error, status, retryable in rows:
-            out[path] = (size, mtime_ns, inode, error is None and settled(status, retryable))
+        for path, size, mtime_ns, inode, error, h, status, retryable in rows:
+            # An empty file stays failed until its bytes change: not queued again at every start.
+            out[path] = (size, mtime_ns, inode, path_settled(error, h, size, mtime_ns, status, retryable))
     return out
 
 
