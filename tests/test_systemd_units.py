@@ -251,6 +251,21 @@ def test_install_reports_systemctl_failure(tmp_path: Path) -> None:
         units.install("user", unit_dir=tmp_path, runner=FakeSystemctl(fail_on="enable"))
 
 
+@pytest.mark.parametrize("step", ["daemon-reload", "enable", "restart"])
+def test_a_failed_install_leaves_no_unit_behind_and_hints_the_foreground_daemon(tmp_path: Path, step: str) -> None:
+    """Without a user bus, `pixgrep service install --user` used to leave the unit written but not enabled."""
+    with pytest.raises(
+        units.InstallError, match=r"nothing was installed\. .*run the daemon in the foreground: pixgrep daemon"
+    ):
+        units.install("user", unit_dir=tmp_path, runner=FakeSystemctl(fail_on=step))
+    assert not (tmp_path / "pixgrep.service").exists()
+    # A re-install over a working unit keeps it, and says so.
+    units.install("user", unit_dir=tmp_path, runner=FakeSystemctl())
+    with pytest.raises(units.InstallError, match="kept the earlier"):
+        units.install("user", unit_dir=tmp_path, runner=FakeSystemctl(fail_on=step))
+    assert (tmp_path / "pixgrep.service").exists()
+
+
 def test_install_without_permission(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere")

@@ -41,16 +41,21 @@ def _bar_size() -> dict[str, Any]:
     return {"dynamic_ncols": True} if size.columns and size.lines else {"ncols": 80, "nrows": 24}
 
 
+def _missing(paths: list[str]) -> bool:
+    """Say which paths don't exist; refused before anything is indexed or sent, daemon or not."""
+    missing = [p for p in paths if not os.path.lexists(p)]
+    for p in missing:
+        _err(f"{p}: no such file or folder")
+    return bool(missing)
+
+
 def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     from pixgrep.app import index_paths
     from pixgrep.errors import EmbeddingMismatch, PixgrepError
     from pixgrep.stages import BackendUnavailable
     from tqdm import tqdm
 
-    missing = [p for p in paths if not os.path.lexists(p)]
-    if missing:
-        for p in missing:  # refused before anything is indexed or sent, daemon or not
-            _err(f"{p}: no such file or folder")
+    if _missing(paths):
         return int(ExitCode.NOINPUT)
     try:
         res = ask_daemon(
@@ -90,6 +95,11 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
             raise
         _err(str(e))
         return int(ExitCode.UNAVAILABLE if "Milvus" in str(e) else ExitCode.CONFIG)
+    return _index_summary(report)
+
+
+def _index_summary(report: Any) -> int:
+    """The run's one summary line, the store outage once, then up to 10 other failures; the exit code."""
     rate = (report.indexed / report.seconds) if report.seconds else 0.0
     click.echo(
         f"{report.seen} files: {report.indexed} indexed, {report.linked} duplicates/moves linked, "
@@ -108,6 +118,35 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     if len(others) > 10:
         click.echo(f"  … and {len(others) - 10} more: `pixgrep status --failed`", err=True)
     return int(ExitCode.UNAVAILABLE) if store_down else 0
+
+
+def _search_problem(query: str, limit: int | None, montage: str | None) -> str | None:
+    """Why the search is refused before it is sent anywhere (the same with and without the daemon)."""
+    from pixgrep.limits import limit_problem, query_problem
+
+    problem = query_problem(query) or limit_problem(limit)
+    if montage and not problem:
+        from pixgrep.montage import output_problem
+
+        problem = output_problem(Path(montage))
+    return problem
+
+
+def _write_montage(results: list[dict[str, Any]], out: Path) -> bool:
+    from pixgrep.errors import PixgrepError
+    from pixgrep.montage import montage as make_montage
+
+    try:
+        written = make_montage(
+            [r["path"] for r in results],
+            out,
+            labels=[f"#{i + 1} {r['score']:.3f} {os.path.basename(r['path'])}"[:36] for i, r in enumerate(results)],
+        )
+    except PixgrepError as e:
+        _err(str(e))
+        return False
+    _err(f"montage written to {written}")
+    return True
 
 
 def run_search(
@@ -130,14 +169,9 @@ def run_search(
     types: tuple[str, ...] = (),
     source: str | None = None,
 ) -> int:
-    from pixgrep.limits import limit_problem, query_problem
     from pixgrep.results import filters_from
 
-    problem = query_problem(query) or limit_problem(limit)
-    if montage and not problem:
-        from pixgrep.montage import output_problem
-
-        problem = output_problem(Path(montage))
+    problem = _search_problem(query, limit, montage)
     if problem:
         _err(problem)  # before sending it anywhere: the same answer with and without the daemon
         return int(ExitCode.USAGE)
@@ -160,20 +194,8 @@ def run_search(
         return results
     show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=show_all)
     code = show_results(results, show)
-    if montage and results:
-        from pixgrep.errors import PixgrepError
-        from pixgrep.montage import montage as make_montage
-
-        try:
-            out = make_montage(
-                [r["path"] for r in results],
-                Path(montage),
-                labels=[f"#{i + 1} {r['score']:.3f} {os.path.basename(r['path'])}"[:36] for i, r in enumerate(results)],
-            )
-        except PixgrepError as e:
-            _err(str(e))
-            return int(ExitCode.CANTCREAT)
-        _err(f"montage written to {out}")
+    if montage and results and not _write_montage(results, Path(montage)):
+        return int(ExitCode.CANTCREAT)
     return code
 
 

@@ -89,18 +89,11 @@ def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
 @click.pass_context
 def unwatch_cmd(ctx: click.Context, path: str, forget: bool) -> None:
     """Stop watching a folder (its images stay searchable unless --forget)."""
-    from pixgrep.forget import ForgetRefused, plan, summary
-
     from pixgrep_cli.watchlist import remove_folder
 
     s = _settings(ctx)
     folder = os.path.abspath(os.path.expanduser(path))
-    if forget:
-        try:  # refused before anything changes
-            what = plan(folder, [str(f.path) for f in s.watch.folders])
-        except ForgetRefused as e:
-            _err(str(e))
-            sys.exit(int(ExitCode.FAILURE))
+    what = _forget_plan(s, folder) if forget else None  # refused before anything changes
     try:
         changed = remove_folder(s.config_file, folder)
     except (OSError, ValueError) as e:
@@ -110,20 +103,35 @@ def unwatch_cmd(ctx: click.Context, path: str, forget: bool) -> None:
         click.echo(f"removed {folder} from {s.config_file}")
     live = _live(s, "POST", "/v1/unwatch", {"path": folder, "forget": forget})
     was_watched = changed or bool(live and live.get("was_watched"))
-    if not forget:
+    if what is None:
         if not was_watched:
             _err(f"{folder} was not watched")
             sys.exit(int(ExitCode.FAILURE))
         if live is not None:
             click.echo(f"the daemon stopped watching {folder}")
         return
+    sys.exit(_report_forget(s, what, live, was_watched=was_watched))
+
+
+def _forget_plan(settings: Settings, folder: str) -> Any:
+    from pixgrep.forget import ForgetRefused, plan
+
+    try:
+        return plan(folder, [str(f.path) for f in settings.watch.folders])
+    except ForgetRefused as e:
+        _err(str(e))
+        sys.exit(int(ExitCode.FAILURE))
+
+
+def _report_forget(settings: Settings, what: Any, live: dict[str, Any] | None, *, was_watched: bool) -> int:
+    from pixgrep.forget import summary
+
     if live is not None:
         forgotten, kept = int(live.get("forgotten", 0)), list(live.get("kept", []))
     else:
-        forgotten, kept = _forget_locally(s, what), what.keep
-    click.echo(summary(folder, was_watched=was_watched, forgotten=forgotten, kept=kept))
-    if not was_watched and not forgotten:
-        sys.exit(int(ExitCode.FAILURE))
+        forgotten, kept = _forget_locally(settings, what), what.keep
+    click.echo(summary(what.path, was_watched=was_watched, forgotten=forgotten, kept=kept))
+    return int(ExitCode.FAILURE) if not was_watched and not forgotten else 0
 
 
 def _forget_locally(settings: Settings, what: Any) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 from pixgrep.settings import ConfigError, ExitCode, Settings
@@ -24,19 +25,22 @@ def run_doctor(settings: Settings, *, repair: bool, as_json: bool) -> int:
         return int(ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.UNAVAILABLE)
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))
-        return 0 if report.clean else 1
+    else:
+        _print_report(report)
+    return 0 if report.clean else 1
+
+
+def _print_report(report: Any) -> None:
     for p in report.found:
         click.echo(str(p))
     for line in report.repaired:
         click.echo(f"repaired: {line}")
+    for p in report.remaining or []:
+        click.echo(f"left: {p}")
     left = report.found if report.remaining is None else report.remaining
-    if report.remaining is not None:
-        for p in report.remaining:
-            click.echo(f"left: {p}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
     verdict = "no problems" if not left else f"{len(left)} problem{'s' if len(left) != 1 else ''}"
     click.echo(f"{verdict} ({counts})" if counts else verdict)
-    return 0 if report.clean else 1
 
 
 @click.command("doctor")

@@ -379,6 +379,36 @@ def install(
     """
     target_dir = unit_dir if unit_dir is not None else default_unit_dir(scope)
     report = InstallReport(unit_path=target_dir / UNIT_NAME)
+    fresh = [
+        p for p in (report.unit_path, SYSUSERS_DIR / SYSUSERS_NAME, SYSTEM_CONFIG_DIR / "config.toml") if not p.exists()
+    ]
+    try:
+        return _install(
+            scope, report, command=command, enable=enable, start=start, runner=runner, by_name=unit_dir is None
+        )
+    except InstallError as e:
+        # No half-installed unit (a machine without a user bus failed at daemon-reload after the unit was
+        # written): remove what this run created, and say what to do instead (issue 9, defect 9).
+        for path in report.written:
+            if path in fresh:
+                path.unlink(missing_ok=True)
+        kept = [str(p) for p in report.written if p not in fresh]
+        undo = f"kept the earlier {', '.join(kept)}" if kept else "nothing was installed"
+        raise InstallError(
+            f"{e}; {undo}. Without a service manager, run the daemon in the foreground: pixgrep daemon"
+        ) from None
+
+
+def _install(
+    scope: Scope,
+    report: InstallReport,
+    *,
+    command: Sequence[str] | None,
+    enable: bool,
+    start: bool,
+    runner: Runner | None,
+    by_name: bool,
+) -> InstallReport:
     argv = list(command) if command is not None else pixgrep_command()
     _write(report.unit_path, render(scope, argv), report)
     if scope == "system":
@@ -406,7 +436,7 @@ def install(
     systemctl = _systemctl(scope)
     _check(runner, [*systemctl, "daemon-reload"], report)
     # By path when the folder is not one systemd searches: enable links it in first.
-    _check(runner, [*systemctl, "enable", UNIT_NAME if unit_dir is None else str(report.unit_path)], report)
+    _check(runner, [*systemctl, "enable", UNIT_NAME if by_name else str(report.unit_path)], report)
     if start:
         # restart, not start: a re-install must also swap a running daemon onto the new unit.
         _check(runner, [*systemctl, "restart", UNIT_NAME], report)
