@@ -43,12 +43,12 @@ def grow(sb: Sandbox, start: int, stop: int) -> float:
 
 
 def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
-    from pixgrep.db import Database
+    from pixgrep.catalog import Catalog
     from pixgrep.settings import load_settings
     from pixgrep.store import open_store
 
     settings = load_settings(home=home)
-    db = Database(settings.db_path)
+    db = Catalog(settings.db_path)
     store = open_store(settings, embed_name="use-multilingual-v3", dim=512)
     rng = np.random.default_rng(start)
     pyrng = random.Random(start)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from sqlalchemy import insert
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -45,7 +44,7 @@ TRAILER = b"\0pixgrep-bench-%08d"
 def populate(home: Path, pics: Path, n: int, lines: list[str], rng: random.Random) -> dict[str, bytes]:
     """Books and store for n images; returns the bytes of each content hash (files not written yet)."""
     from pixgrep import images
-    from pixgrep.db import Content, Database, PathEntry
+    from pixgrep.catalog import Catalog
     from pixgrep.settings import load_settings
     from pixgrep.store import open_store
 
@@ -54,7 +53,7 @@ def populate(home: Path, pics: Path, n: int, lines: list[str], rng: random.Rando
     os.environ["PIXGREP_HOME"] = str(home)
     settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_path)
+    db = Catalog(settings.db_path)
     store = open_store(settings, embed_name="use-multilingual-v3", dim=512)
     nprng = np.random.default_rng(0)
     data_of: dict[str, bytes] = {}
@@ -73,9 +72,7 @@ def populate(home: Path, pics: Path, n: int, lines: list[str], rng: random.Rando
                 {"path": str(pics / f"{i}.jpg"), "content_hash": h, "size": len(data), "mtime_ns": 1, "inode": i}
             )
         store.upsert_many(items)
-        with db.session() as s:
-            s.execute(insert(Content), contents)
-            s.execute(insert(PathEntry), paths)
+        db.seed(contents, paths)
     store.flush()
     store.close()
     db.close()

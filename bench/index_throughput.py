@@ -61,10 +61,10 @@ def pixgrep_index(folder: Path, home: Path) -> float:
 
 
 def pixgrep_texts(home: Path) -> dict[str, str]:
-    from pixgrep.db import Content, Database, PathEntry
+    from pixgrep.catalog import Catalog, Content, PathEntry
     from sqlalchemy import select
 
-    db = Database(home / "pixgrep.sqlite")
+    db = Catalog(home / "pixgrep.sqlite")
     with db.session() as s:
         rows = s.execute(select(PathEntry.path, Content.text).join(Content, Content.hash == PathEntry.content_hash))
         out = {Path(p).name: t for p, t in rows}

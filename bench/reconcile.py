@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 from _daemon import machine
 from pixgrep import scan
-from pixgrep.db import Database
+from pixgrep.catalog import Catalog
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.reconcile import reconcile
 from pixgrep.settings import load_settings
@@ -44,7 +44,7 @@ def make_tree(root: Path, n: int, per_dir: int = 1000) -> list[tuple[bytes, str,
     return rows
 
 
-def book(db: Database, rows: list[tuple[bytes, str, int, int, int]]) -> None:
+def book(db: Catalog, rows: list[tuple[bytes, str, int, int, int]]) -> None:
     with db.engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO contents (hash, status, text, lines_json, captions_json, versions_json, retryable, attempts, "
@@ -107,7 +107,7 @@ def main() -> None:
         home = base / "home"
         t0 = time.monotonic()
         rows = make_tree(root, args.files)
-        db = Database(home / "pixgrep.sqlite")
+        db = Catalog(home / "pixgrep.sqlite")
         book(db, rows)
         print(f"# setup: {args.files} files and rows in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         os.environ["PIXGREP_HOME"] = str(home)

@@ -40,7 +40,7 @@ def synthetic_segments(lines: list[str], rng: random.Random) -> list:
 def segments_of(picked: list[str], rng: random.Random) -> list:
     """The segments of an image with these OCR lines, cut into random regions."""
     from pixgrep import textnorm
-    from pixgrep.store import Segment
+    from pixgrep.segments import Segment
 
     full = "\n".join(picked)
     cuts = sorted(rng.sample(range(1, len(picked)), rng.randint(0, len(picked) - 1))) if len(picked) > 1 else []
@@ -56,14 +56,14 @@ def segments_of(picked: list[str], rng: random.Random) -> list:
 
 
 def populate(home: Path, n: int, lines: list[str], rng: random.Random) -> int:
-    from pixgrep.db import Content, Database, PathEntry
+    from pixgrep.catalog import Catalog, Content, PathEntry
     from pixgrep.settings import load_settings
     from pixgrep.store import open_store
 
     os.environ["PIXGREP_HOME"] = str(home)
     settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_path)
+    db = Catalog(settings.db_path)
     store = open_store(settings, embed_name="use-multilingual-v3", dim=512)
     nprng = np.random.default_rng(0)
     chunk = 2000

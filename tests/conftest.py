@@ -27,7 +27,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO / "daemon"), str(REPO / "cli"), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
 sys.path[:0] = [str(REPO / "daemon"), str(REPO / "cli")]
-# PIXGREP_TEST_CORPUS: for a checkout that is not beside shared/ (a git worktree elsewhere).
+# The shared corpus sits beside the checkout; PIXGREP_TEST_CORPUS points elsewhere (a worktree, CI).
 CORPUS = Path(os.environ.get("PIXGREP_TEST_CORPUS") or REPO.parent / "shared" / "corpus" / "memes")
 
 # PostgreSQL fixtures (pg_server, pg_url) for the tests of the PostgreSQL books.
@@ -75,7 +75,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def corpus_files(n: int, *, stride: int = 1, offset: int = 0) -> list[Path]:
     if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
+        pytest.skip(f"corpus not found at {CORPUS} (set PIXGREP_TEST_CORPUS to the memes folder)")
     files = sorted(p for p in CORPUS.rglob("*.jpg"))
     return files[offset::stride][:n]
 

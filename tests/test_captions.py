@@ -6,7 +6,7 @@ from fake_captioner import FixedCaptioner
 from imgs import blank, render
 from pixgrep import ocrpool as pl
 from pixgrep.app import Index, index_paths, reindex
-from pixgrep.db import Content
+from pixgrep.catalog import Content
 from pixgrep.settings import load_settings
 from pixgrep.stages import CAPTION
 

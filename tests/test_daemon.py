@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import copy_corpus, corpus_files, wait_for
 from pixgrep.images import content_hash
-from pixgrep.pipeline import build_segments
+from pixgrep.segments import build_segments
 from pixgrep.settings import ExitCode, load_settings
 from pixgrep.stages import OcrLine
 

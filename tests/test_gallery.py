@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from imgs import render
 from PIL import Image
 from pixgrep import images
-from pixgrep.db import Content, Database, PathEntry
+from pixgrep.catalog import Catalog
 from pixgrep.results import Filters, Item, lookup_item
 from pixgrep.service.gallery import (
     GalleryBackend,
@@ -37,7 +38,7 @@ LINES = [
 class StubBackend:
     """Canned search results; items come from real SQLite books (as the daemon's backend does)."""
 
-    def __init__(self, db: Database, results: list[dict[str, Any]]) -> None:
+    def __init__(self, db: Catalog, results: list[dict[str, Any]]) -> None:
         self.db = db
         self.results = results
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -56,12 +57,12 @@ class StubBackend:
         return {"counts": {"indexed": 1}, "watched": ["/pics"], "failures": [{"path": "/x.jpg", "error": "empty file"}]}
 
 
-def _index_file(db: Database, path: Path) -> str:
+def _index_file(db: Catalog, path: Path) -> str:
     fb = images.read_file(str(path))
-    with db.session() as s:
-        s.add(Content(hash=fb.digest, status="done", text="我今天不開心", lines_json=__import__("json").dumps(LINES)))
-        s.flush()
-        s.add(PathEntry(path=str(path), content_hash=fb.digest, size=fb.size, mtime_ns=fb.mtime_ns))
+    db.seed(
+        [{"hash": fb.digest, "status": "done", "text": "我今天不開心", "lines_json": json.dumps(LINES)}],
+        [{"path": str(path), "content_hash": fb.digest, "size": fb.size, "mtime_ns": fb.mtime_ns}],
+    )
     return fb.digest
 
 
@@ -71,7 +72,7 @@ def gallery(tmp_path: Path) -> Iterator[tuple[TestClient, Path, str, StubBackend
     pics.mkdir()
     meme = pics / "meme.png"
     render(meme, ["我今天不開心"])
-    db = Database(tmp_path / "books.sqlite")
+    db = Catalog(tmp_path / "books.sqlite")
     h = _index_file(db, meme)
     results = [{"content_hash": h, "path": str(meme), "score": 0.9, "snippet": "我今天不開心", "spans": [[0, 2]]}]
     backend = StubBackend(db, results)

@@ -13,10 +13,11 @@ from conftest import wait_for
 from imgs import blank, render
 from pixgrep import ocrpool as pl
 from pixgrep.app import Index, index_paths, status
-from pixgrep.db import Content, PathEntry
+from pixgrep.catalog import Content, PathEntry
 from pixgrep.errors import EmbeddingMismatch
+from pixgrep.segments import Segment
 from pixgrep.settings import load_settings
-from pixgrep.store import MilvusStore, Segment
+from pixgrep.store import MilvusStore
 
 
 @pytest.fixture
@@ -282,7 +283,7 @@ def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, 
 def test_schema_upgrade_from_version_1(tmp_path: Path) -> None:
     import sqlite3
 
-    from pixgrep.db import SCHEMA_VERSION, Database
+    from pixgrep.catalog import SCHEMA_VERSION, Catalog
 
     path = tmp_path / "old.sqlite"
     con = sqlite3.connect(path)
@@ -299,7 +300,7 @@ def test_schema_upgrade_from_version_1(tmp_path: Path) -> None:
     )
     con.commit()
     con.close()
-    db = Database(path)
+    db = Catalog(path)
     try:
         assert db.get_meta("schema_version") == str(SCHEMA_VERSION)
         with db.session() as s:

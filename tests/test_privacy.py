@@ -67,7 +67,7 @@ def test_embedded_milvus_opens_no_tcp_listener(home: Path) -> None:
 
 def test_state_is_private_whatever_the_umask(home: Path, umask_022: None) -> None:
     """Defect 7: with umask 022 the state folder was 0755 and pixgrep.sqlite 0644."""
-    from pixgrep.db import Database
+    from pixgrep.catalog import Catalog
     from pixgrep.store import MilvusStore
 
     # An older pixgrep left the folder and a file open to everyone: opening tightens them.
@@ -75,11 +75,8 @@ def test_state_is_private_whatever_the_umask(home: Path, umask_022: None) -> Non
     os.chmod(home, 0o755)
     (home / "old.log").write_text("x")
     os.chmod(home / "old.log", 0o644)
-    db = Database(home / "pixgrep.sqlite")
-    with db.session() as s:  # a write, so that -wal and -shm exist
-        from pixgrep.db import Root
-
-        s.merge(Root(path="/somewhere"))
+    db = Catalog(home / "pixgrep.sqlite")
+    db.add_roots(["/somewhere"])  # a write, so that -wal and -shm exist
     st = MilvusStore(str(home / "milvus.db"), collection="c", embed_name="m", dim=DIM)
     try:
         st.upsert("h1", _segs(), np.eye(2, DIM, dtype=np.float32))  # type: ignore[arg-type]

@@ -1,18 +1,33 @@
 from __future__ import annotations
 
 import sqlite3
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pixgrep.db import Database
+from pixgrep.catalog import Catalog
 from pixgrep.service.queue import Job, WorkQueue, backoff
 
 
+class Clock:
+    """A clock the test moves by hand, so backoff needs no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def q(tmp_path: Path) -> WorkQueue:
-    db = Database(tmp_path / "q.sqlite")
-    yield WorkQueue(db, max_attempts=3)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def q(tmp_path: Path, clock: Clock) -> Iterator[WorkQueue]:
+    db = Catalog(tmp_path / "q.sqlite")
+    yield WorkQueue(db, max_attempts=3, clock=clock)
     db.close()
 
 
@@ -68,21 +83,20 @@ def test_crash_recovery_returns_claims_and_gives_up_on_repeat_offenders(q: WorkQ
     assert rows["/b.jpg"][2] == "done"
 
 
-def test_retry_backs_off_then_fails(q: WorkQueue) -> None:
+def test_retry_backs_off_then_fails(q: WorkQueue, clock: Clock) -> None:
     q.upsert("/a.jpg")
     (item,) = q.claim(1)
-    t0 = time.time()
     assert q.retry(item, "Milvus down")
     assert q.claim(1) == []  # not due yet
-    due = q.next_due()
-    assert due is not None and due >= t0 + backoff(1) - 0.01
-    with q.db.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE queue SET not_before = 0")
+    assert q.next_due() == clock.now + backoff(1)
+    clock.now += backoff(1) - 0.5
+    assert q.claim(1) == []
+    clock.now += 0.5
     (item,) = q.claim(1)
     assert item.attempts == 1
     assert q.retry(item, "Milvus down")
-    with q.db.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE queue SET not_before = 0")
+    assert q.next_due() == clock.now + backoff(2)
+    clock.now += backoff(2)
     (item,) = q.claim(1)
     assert not q.retry(item, "Milvus down")  # third attempt of three
     assert q.failures()[0]["error"].startswith("gave up after 3 attempts")
@@ -90,10 +104,12 @@ def test_retry_backs_off_then_fails(q: WorkQueue) -> None:
     assert q.claim(1)[0].attempts == 0
 
 
-def test_defer_does_not_count_an_attempt(q: WorkQueue) -> None:
+def test_defer_does_not_count_an_attempt(q: WorkQueue, clock: Clock) -> None:
     q.upsert("/a.jpg")
     (item,) = q.claim(1)
-    q.defer(item, time.time() - 1)
+    q.defer(item, clock.now + 5)
+    assert q.claim(1) == []
+    clock.now += 5
     (item,) = q.claim(1)
     assert item.attempts == 0
 
@@ -114,19 +130,19 @@ def test_prune_and_non_utf8_paths(q: WorkQueue) -> None:
 
 
 def test_durable_across_reopen(tmp_path: Path) -> None:
-    db = Database(tmp_path / "q.sqlite")
+    db = Catalog(tmp_path / "q.sqlite")
     WorkQueue(db).put([Job("/a.jpg"), Job("/b.jpg", "delete")])
     db.close()
     with sqlite3.connect(tmp_path / "q.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM queue WHERE state = 'pending'").fetchone()[0] == 2
-    db = Database(tmp_path / "q.sqlite")
+    db = Catalog(tmp_path / "q.sqlite")
     assert [(it.path, it.op) for it in WorkQueue(db).claim(5)] == [("/a.jpg", "upsert"), ("/b.jpg", "delete")]
     db.close()
 
 
 def test_schema_2_database_gains_the_src_column(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    db = Database(path)
+    db = Catalog(path)
     db.close()
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE queue")
@@ -136,7 +152,7 @@ def test_schema_2_database_gains_the_src_column(tmp_path: Path) -> None:
             "enqueued_at FLOAT NOT NULL, claimed_at FLOAT)"
         )
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    db = Database(path)
+    db = Catalog(path)
     q = WorkQueue(db)
     q.move("/a.jpg", "/b.jpg")
     assert q.claim(1)[0].src == "/a.jpg"

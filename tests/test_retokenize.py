@@ -9,7 +9,7 @@ import pytest
 from imgs import render
 from pixgrep import ocrpool, textnorm
 from pixgrep.app import Index, index_paths, reindex
-from pixgrep.db import Content
+from pixgrep.catalog import Content
 from pixgrep.settings import load_settings
 from pixgrep.store import Segment
 from sqlalchemy import select

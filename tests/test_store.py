@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from pixgrep.errors import EmbeddingMismatch
 from pixgrep.localdense import LocalDenseIndex
-from pixgrep.store import MilvusStore, Segment
+from pixgrep.segments import Segment
+from pixgrep.store import MilvusStore
 
 DIM = 8
 

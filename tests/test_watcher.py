@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import shutil
 import threading
 import time
@@ -18,9 +17,9 @@ from conftest import copy_corpus, corpus_files
 from pixgrep import ocrpool as pipeline_mod
 from pixgrep import scan
 from pixgrep.app import Index
-from pixgrep.db import Content, Database, PathEntry
+from pixgrep.catalog import Catalog, Content, PathEntry
 from pixgrep.images import content_hash
-from pixgrep.pipeline import build_segments
+from pixgrep.segments import build_segments
 from pixgrep.service.queue import Job, WorkQueue
 from pixgrep.service.watcher import Folder, StabilityGate, Watcher
 from pixgrep.service.worker import Worker
@@ -47,7 +46,7 @@ def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "con
 
 @pytest.fixture
 def qdb(tmp_path: Path) -> Iterator[WorkQueue]:
-    db = Database(tmp_path / "q.sqlite")
+    db = Catalog(tmp_path / "q.sqlite")
     yield WorkQueue(db)
     db.close()
 
@@ -58,9 +57,7 @@ def flt(home: Path) -> scan.FileFilter:
 
 
 def _pending(q: WorkQueue) -> dict[str, tuple[str, str | None]]:
-    with q.db.engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT path, op, src FROM queue WHERE state = 'pending'").fetchall()
-    return {os.fsdecode(p): (op, os.fsdecode(src) if src else None) for p, op, src in rows}
+    return {p: (op, src) for p, op, src in q.pending()}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pixgrep.db import Database
+from pixgrep.catalog import Catalog, OutcomeStatus
 from pixgrep.errors import StoreUnavailable
 from pixgrep.pipeline import Outcome
 from pixgrep.service.queue import Job, WorkQueue
@@ -39,7 +39,7 @@ class FakePipeline:
         self.store = FakeStore()
         self.seen: list[str] = []
         self.unloads = 0
-        self.outcome: Callable[[str], Outcome] = lambda p: Outcome(p, "indexed", "h")
+        self.outcome: Callable[[str], Outcome] = lambda p: Outcome(p, OutcomeStatus.INDEXED, "h")
         self.lock = threading.Lock()
 
     def process(self, paths: list[tuple[str, str | None]], *, progress: Any, force: bool = False) -> list[Outcome]:
@@ -64,7 +64,7 @@ class FakePipeline:
 
 @pytest.fixture
 def q(tmp_path: Path) -> Iterator[WorkQueue]:
-    db = Database(tmp_path / "q.sqlite")
+    db = Catalog(tmp_path / "q.sqlite")
     yield WorkQueue(db, max_attempts=3)
     db.close()
 
@@ -110,7 +110,7 @@ def test_retryable_outcomes_back_off_then_fail(
 ) -> None:
     monkeypatch.setattr("pixgrep.service.queue.backoff", lambda attempts: 0.05)
     w, fp = run_worker()
-    fp.outcome = lambda p: Outcome(p, "retry", None, "Milvus down")
+    fp.outcome = lambda p: Outcome(p, OutcomeStatus.RETRY, None, "Milvus down")
     q.upsert(str(tmp_path / "a.jpg"))
     wait_for(lambda: _states(q) == {str(tmp_path / "a.jpg"): "failed"}, what="giving up")
     assert len(fp.seen) == 3  # max_attempts
@@ -130,7 +130,7 @@ def test_exceptions_in_a_batch_are_retried_not_fatal(
     def outcome(p: str) -> Outcome:
         if len(fp.seen) == 1:
             raise StoreUnavailable("Milvus went away")
-        return Outcome(p, "indexed", "h")
+        return Outcome(p, OutcomeStatus.INDEXED, "h")
 
     fp.outcome = outcome
     q.upsert(str(tmp_path / "a.jpg"))
@@ -142,7 +142,7 @@ def test_permanent_failures_are_settled_in_the_books(
     run_worker: Callable[..., tuple[Worker, FakePipeline]], q: WorkQueue, tmp_path: Path
 ) -> None:
     w, fp = run_worker()
-    fp.outcome = lambda p: Outcome(p, "failed", "h", "not an image (looks like a PDF)")
+    fp.outcome = lambda p: Outcome(p, OutcomeStatus.FAILED, "h", "not an image (looks like a PDF)")
     q.upsert(str(tmp_path / "a.jpg"))
     wait_for(lambda: _states(q) == {str(tmp_path / "a.jpg"): "done"}, what="done")
     assert q.rows()[0][3] == "not an image (looks like a PDF)"

@@ -306,9 +306,9 @@ def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
             info = {"counts": {}, "roots": [], "home": str(settings.home)}
         else:
             from pixgrep.app import status
-            from pixgrep.db import Database
+            from pixgrep.catalog import Catalog
 
-            db = Database(settings.db_path)
+            db = Catalog(settings.db_path)
             try:
                 info = status(db, settings, failed=failed)
             finally:

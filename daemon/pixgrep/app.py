@@ -9,10 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from pixgrep import scan
-from pixgrep.db import Content, Database, PathEntry, Root, path_prefix_range
+from pixgrep.catalog import Catalog, ContentStatus, OutcomeStatus
 from pixgrep.pipeline import Outcome, Pipeline
 from pixgrep.private import private_state
 from pixgrep.search import Result
@@ -23,12 +21,12 @@ log = logging.getLogger("pixgrep.app")
 
 
 class Index:
-    """An open index: SQLite books, the Milvus store and the stages, opened lazily."""
+    """An open index: the catalog (SQLite books), the Milvus store and the stages, opened lazily."""
 
     def __init__(self, settings: Settings, *, ocr_workers: int | None = None) -> None:
         self.settings = settings
         private_state(settings.home)  # 0700 and a 0077 umask: Milvus Lite and the local index are private too
-        self.db = Database(settings.db_path)
+        self.db = Catalog(settings.db_path)
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers)
 
     def search(
@@ -87,7 +85,7 @@ class IndexReport:
     def add(self, o: Outcome) -> None:
         self.seen += 1
         setattr(self, o.status, getattr(self, o.status) + 1)
-        if o.error and o.status in ("failed", "retry"):
+        if o.error and o.status in (OutcomeStatus.FAILED, OutcomeStatus.RETRY):
             self.errors.append((o.path, o.error))
 
 
@@ -117,8 +115,7 @@ def index_paths(
             jobs.append((f, root if is_dir else None))
             on_disk.add(f)
         if is_dir:
-            with index.db.session() as s:
-                s.merge(Root(path=root))
+            index.db.add_roots([root])
     # Also retry contents that were left pending (Milvus down, crashed worker).
     for p in index.pipeline.retry_pending_contents():
         if p not in on_disk and any(p.startswith(r.rstrip("/") + "/") for r in roots):
@@ -136,9 +133,7 @@ def index_paths(
     # Forget what vanished from the folders just walked.
     for root in roots:
         if os.path.isdir(root):
-            lo, hi = path_prefix_range(root)
-            with index.db.session() as s:
-                known = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+            known = index.db.paths_under(root)
             gone = [p for p in known if p not in on_disk and not os.path.exists(p)]
             report.removed += index.pipeline.remove_paths(gone)
     index.pipeline.flush()
@@ -146,40 +141,19 @@ def index_paths(
     return report
 
 
-def status(db: Database, settings: Settings, *, failed: bool = False, limit: int = 50) -> dict[str, Any]:
+def status(db: Catalog, settings: Settings, *, failed: bool = False, limit: int = 50) -> dict[str, Any]:
     """Counts and failures from the SQLite books alone (no Milvus needed)."""
     counts = db.counts()
     out: dict[str, Any] = {"counts": counts, "home": str(settings.home), "milvus": settings.milvus_uri}
-    with db.session() as s:
-        out["roots"] = list(s.scalars(select(Root.path)))
+    out["roots"] = db.roots()
     if failed:
-        out["failures"] = failures(db, limit=limit)
+        out["failures"] = db.failures(limit)
     return out
-
-
-def _failing() -> Any:
-    # The one definition of "this path needs attention": its own error, or a failed or pending content.
-    return PathEntry.error.is_not(None) | Content.status.in_(("failed", "pending"))
-
-
-def failures(db: Database, *, limit: int | None = 50) -> list[dict[str, Any]]:
-    """Paths that failed or wait for a retry, with the reason and the attempts so far."""
-    with db.session() as s:
-        rows = s.execute(
-            select(PathEntry.path, PathEntry.error, Content.error, PathEntry.attempts, Content.attempts)
-            .outerjoin(Content, Content.hash == PathEntry.content_hash)
-            .where(_failing())
-            .order_by(PathEntry.path)
-            .limit(limit)
-        ).all()
-    return [
-        {"path": p, "error": pe or ce or "pending", "attempts": max(pa or 0, ca or 0)} for p, pe, ce, pa, ca in rows
-    ]
 
 
 def retry_failed(index: Index) -> list[str]:
     """Mark failed contents for another try; returns the paths to process again (with force)."""
-    paths = [f["path"] for f in failures(index.db, limit=None)]
+    paths = index.db.failed_paths()
     index.pipeline.reset_failed()
     return paths
 
@@ -197,8 +171,7 @@ def reindex(index: Index, *, stale: bool = False, embeddings: bool = False, ever
     only the embeddings into a rebuilt collection (``embeddings``; no OCR)."""
     p = index.pipeline
     report = ReindexReport()
-    with index.db.session() as s:
-        contents = list(s.scalars(select(Content).where(Content.status == "done")))
+    contents = index.db.contents(ContentStatus.DONE)
     if embeddings:
         p.rebuild_store()
         report.embed = p.refresh([c.hash for c in contents], recaption=False)
@@ -215,11 +188,9 @@ def reindex(index: Index, *, stale: bool = False, embeddings: bool = False, ever
         elif "embed" in stages:
             need_embed.append(c.hash)
     if need_ocr:
-        with index.db.session() as s:
-            paths = list(s.scalars(select(PathEntry.path).where(PathEntry.content_hash.in_(need_ocr))))
-        outs = p.process(paths, force=True)
-        report.ocr = sum(o.status == "indexed" for o in outs)
-        report.failed += sum(o.status in ("failed", "retry") for o in outs)
+        outs = p.process(index.db.paths_of(need_ocr), force=True)
+        report.ocr = sum(o.status == OutcomeStatus.INDEXED for o in outs)
+        report.failed += sum(o.status in (OutcomeStatus.FAILED, OutcomeStatus.RETRY) for o in outs)
     if need_caption:
         report.caption = p.refresh(need_caption, recaption=True)
     if need_embed:

@@ -141,9 +141,9 @@ class LocalBackend:
         s = self.settings
         if s.db_path.exists():
             from pixgrep.app import status
-            from pixgrep.db import Database
+            from pixgrep.catalog import Catalog
 
-            db = Database(s.db_path)
+            db = Catalog(s.db_path)
             try:
                 info = status(db, s, failed=failed)
             finally:

@@ -78,11 +78,11 @@ class _Books:
 
 
 def _books(index: Index) -> _Books:
-    from pixgrep.db import books_for_doctor
-    from pixgrep.pipeline import build_segments
+    from pixgrep.segments import build_segments
     from pixgrep.stages import OcrLine
 
-    paths, contents = books_for_doctor(index.db)
+    paths = index.db.paths()
+    contents = {c.hash: (c.status, c.lines, c.captions) for c in index.db.contents()}
     done: dict[str, int] = {}
     other: set[str] = set()
     for h, (status, lines, captions) in contents.items():
@@ -107,6 +107,8 @@ def _check_books(b: _Books) -> list[Problem]:
 
 
 def _check_store(index: Index, b: _Books) -> tuple[list[Problem], dict[str, int]]:
+    from pixgrep.store import MilvusStore
+
     store = index.pipeline.store
     per_hash = store.segments_per_content()
     milvus = sum(per_hash.values())
@@ -121,15 +123,15 @@ def _check_store(index: Index, b: _Books) -> tuple[list[Problem], dict[str, int]
         Problem("orphan rows", h, f"{n} Milvus rows of content {h}, which is not indexed") for h, n in per_hash.items()
     ]
     counts = {"milvus_rows": milvus}
-    if store.local_rebuilt:
-        out.append(Problem("local index", str(store.uri), f"{store.local_rebuilt}; rebuilt from Milvus when opened"))
-    if store.local is not None:
-        counts["local_rows"] = local = store.local.count()
+    # The local dense index is Milvus Lite's companion: other stores have none.
+    lite = store if isinstance(store, MilvusStore) else None
+    if lite is not None and lite.local_rebuilt:
+        out.append(Problem("local index", str(lite.uri), f"{lite.local_rebuilt}; rebuilt from Milvus when opened"))
+    if lite is not None and lite.local is not None:
+        counts["local_rows"] = local = lite.local.count()
         if local != milvus:
             out.append(
-                Problem(
-                    "local index", str(store.local.path), f"the local dense index has {local} rows, Milvus {milvus}"
-                )
+                Problem("local index", str(lite.local.path), f"the local dense index has {local} rows, Milvus {milvus}")
             )
     return out, counts
 

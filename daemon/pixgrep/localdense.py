@@ -8,36 +8,21 @@ This index keeps the same vectors as float16 codes in a faiss flat index
 (inner product on unit vectors = cosine) and answers in a few milliseconds.
 
 Milvus stays the store of record: the vectors are written to Milvus first, then
-here. The index is persisted in SQLite next to the Lite data so opening it is a
+here. The index is persisted in SQLite next to the Lite data (``catalog.VectorFile``) so opening it is a
 bulk read, and the store compares its row count with Milvus at open and rebuilds
 it from Milvus when they differ (a crash between the two writes).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pixgrep.store import Hit, Segment
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS seg (
-    id INTEGER PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    source TEXT NOT NULL,
-    text TEXT NOT NULL,
-    vec BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS seg_hash ON seg(content_hash);
-"""
-_CHUNK = 500  # SQLite host parameters per statement, well under its limit
+from pixgrep.catalog import VectorFile
+from pixgrep.segments import Hit, Segment
 
 
 class LocalDenseIndex:
@@ -48,10 +33,7 @@ class LocalDenseIndex:
         self.dim = dim
         self._faiss = faiss
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._file = VectorFile(path)
         self._index = self._new_index()
         self._next_id = 1
         self._load()
@@ -61,8 +43,7 @@ class LocalDenseIndex:
         return f.IndexIDMap2(f.IndexScalarQuantizer(self.dim, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT))
 
     def _load(self) -> None:
-        cur = self._db.execute("SELECT id, vec FROM seg ORDER BY id")
-        while rows := cur.fetchmany(50_000):
+        for rows in self._file.iter_vectors():
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), self.dim)
             self._index.add_with_ids(vecs.astype(np.float32), ids)  # type: ignore[attr-defined]
@@ -72,27 +53,16 @@ class LocalDenseIndex:
         with self._lock:
             return int(self._index.ntotal)  # type: ignore[attr-defined]
 
-    def _in(self, sql: str, values: Sequence[object]) -> list[object]:
-        """Run ``sql`` (with one ``IN ({})``) over ``values`` in chunks; the first column of every row."""
-        out: list[object] = []
-        for i in range(0, len(values), _CHUNK):
-            chunk = list(values[i : i + _CHUNK])
-            out += [r[0] for r in self._db.execute(sql.format(",".join("?" * len(chunk))), chunk)]
-        return out
-
     def known(self, hashes: Sequence[str]) -> list[str]:
         """The hashes that have rows here (and so in Milvus, which this index mirrors)."""
         with self._lock:
-            return self._in("SELECT DISTINCT content_hash FROM seg WHERE content_hash IN ({})", hashes)  # type: ignore[return-value]
-
-    def _ids_of(self, hashes: Sequence[str]) -> list[int]:
-        return self._in("SELECT id FROM seg WHERE content_hash IN ({})", hashes)  # type: ignore[return-value]
+            return self._file.known(hashes)
 
     def replace(self, items: Iterable[tuple[str, Sequence[Segment], np.ndarray]]) -> None:
         """Replace the rows of each content hash with its segments and vectors."""
         items = list(items)
         with self._lock:
-            old = self._ids_of([h for h, _, _ in items])
+            old = self._file.ids_of([h for h, _, _ in items])
             rows, vecs = [], []
             for content_hash, segments, vectors in items:
                 for seg, vec in zip(segments, vectors, strict=True):
@@ -102,46 +72,27 @@ class LocalDenseIndex:
                     )
                     vecs.append(v)
                     self._next_id += 1
-            self._db.execute("BEGIN")
-            try:
-                if old:
-                    self._delete_ids(old)
-                self._db.executemany("INSERT INTO seg VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._file.replace(old, rows)
             if old:
                 self._index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
             if rows:
                 ids = np.asarray([r[0] for r in rows], dtype=np.int64)
                 self._index.add_with_ids(np.vstack(vecs).reshape(-1, self.dim), ids)  # type: ignore[attr-defined]
 
-    def _delete_ids(self, ids: Sequence[int]) -> None:
-        self._in("DELETE FROM seg WHERE id IN ({})", ids)
-
     def delete(self, hashes: Sequence[str]) -> None:
         with self._lock:
-            old = self._ids_of(hashes)
+            old = self._file.ids_of(hashes)
             if not old:
                 return
-            self._db.execute("BEGIN")
-            try:
-                self._delete_ids(old)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._file.replace(old, [])
             self._index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
 
     def clear(self) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM seg")
+            self._file.clear()
             self._index = self._new_index()
 
     def search(self, vector: np.ndarray, limit: int) -> list[Hit]:
-        from pixgrep.store import Hit
-
         q = np.asarray(vector, dtype=np.float32).reshape(1, self.dim)
         with self._lock:
             n = int(self._index.ntotal)  # type: ignore[attr-defined]
@@ -149,15 +100,9 @@ class LocalDenseIndex:
                 return []
             scores, ids = self._index.search(q, min(limit, n))  # type: ignore[attr-defined]
             found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-            marks = ",".join("?" * len(found))
-            rows = {
-                r[0]: r[1:]
-                for r in self._db.execute(
-                    f"SELECT id, content_hash, kind, source, text FROM seg WHERE id IN ({marks})", [i for i, _ in found]
-                )
-            }
-        return [Hit(*rows[i], score=s) for i, s in found if i in rows]  # type: ignore[misc]
+            rows = self._file.rows([i for i, _ in found])
+        return [Hit(*rows[i], score=s) for i, s in found if i in rows]
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._file.close()

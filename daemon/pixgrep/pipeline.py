@@ -10,72 +10,24 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import itertools
-import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, update
 
 from pixgrep import images, textnorm
-from pixgrep.db import SETTLED, Content, Database, PathEntry, path_prefix_range, settled
+from pixgrep.catalog import Catalog, Content, ContentStatus, Indexed, Link, OutcomeStatus, Refreshed
 from pixgrep.errors import PermanentError, RetryableError, StoreUnavailable
 from pixgrep.ocrpool import Analysis, OcrPool
+from pixgrep.segments import Segment, build_segments
 from pixgrep.settings import Settings
 from pixgrep.stages import CAPTION, EMBED, BackendUnavailable, Captioner, Embedder, OcrLine
-from pixgrep.store import MilvusStore, Segment, open_store
+from pixgrep.store import VectorStore, open_store
 
 log = logging.getLogger("pixgrep.pipeline")
-
-
-# --------------------------------------------------------------------------
-# Segments
-
-
-def regions(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:
-    """Group OCR lines into blocks of vertically adjacent lines (panels, subtitles)."""
-    if not lines:
-        return []
-    out: list[list[OcrLine]] = [[lines[0]]]
-    for prev, line in itertools.pairwise(lines):
-        if prev.box and line.box:
-            height = max(prev.box[3] - prev.box[1], line.box[3] - line.box[1], 1.0)
-            gap = line.box[1] - prev.box[3]
-            overlap_x = min(prev.box[2], line.box[2]) - max(prev.box[0], line.box[0])
-            if -height <= gap <= 1.2 * height and overlap_x > -height:
-                out[-1].append(line)
-                continue
-        out.append([line])
-    return out
-
-
-def build_segments(lines: Sequence[OcrLine], captions: Sequence[str]) -> list[Segment]:
-    segs: list[Segment] = []
-    texts = [ln.text for ln in lines]
-    if texts:
-        full = "\n".join(texts)
-        segs.append(Segment("full", "ocr", full, textnorm.document_tokens(full)))
-        if len(texts) > 1:
-            blocks = regions(lines)
-            seen = {full}
-            for block in blocks:
-                t = "\n".join(ln.text for ln in block)
-                if t not in seen:
-                    seen.add(t)
-                    segs.append(Segment("region", "ocr", t, textnorm.document_tokens(t)))
-            for t in texts:
-                if t not in seen:
-                    seen.add(t)
-                    segs.append(Segment("line", "ocr", t, textnorm.document_tokens(t)))
-    for cap in dict.fromkeys(c.strip() for c in captions if c.strip()):
-        segs.append(Segment("caption", "caption", cap, textnorm.document_tokens(cap)))
-    return segs
 
 
 # --------------------------------------------------------------------------
@@ -85,9 +37,12 @@ def build_segments(lines: Sequence[OcrLine], captions: Sequence[str]) -> list[Se
 @dataclass
 class Outcome:
     path: str
-    status: str  # indexed | linked | unchanged | failed | retry
+    status: OutcomeStatus
     content_hash: str | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = OutcomeStatus(self.status)  # a plain string is accepted, and checked
 
 
 @dataclass
@@ -105,6 +60,21 @@ class _Pending:
     def ocr_chars(self) -> int:
         return sum(len(ln.text) for ln in self.analysis.lines) if self.analysis else 0
 
+    def links(self) -> list[Link]:
+        """This path and its duplicates, as the books link them to the bytes."""
+        out = [_link(self.path, self.root, self.fb)]
+        out += [_link(dup, root, fb) for dup, (root, fb) in self.dups.items()]
+        return out
+
+
+def _link(path: str, root: str | None, fb: images.FileBytes) -> Link:
+    return Link(path, root, fb.digest, fb.size, fb.mtime_ns, fb.inode)
+
+
+def content_source(has_lines: bool, has_captions: bool) -> str:
+    """What an item's text came from: ocr, caption, ocr+caption or none."""
+    return "+".join(x for x, on in (("ocr", has_lines), ("caption", has_captions)) if on) or "none"
+
 
 ProgressFn = Callable[[Outcome], None]
 
@@ -113,9 +83,9 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        db: Catalog,
         *,
-        store: MilvusStore | None = None,
+        store: VectorStore | None = None,
         embedder: Embedder | None = None,
         ocr_workers: int | None = None,
     ) -> None:
@@ -145,7 +115,7 @@ class Pipeline:
             return self._embedder
 
     @property
-    def store(self) -> MilvusStore:
+    def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
                 self._store = open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim)
@@ -249,14 +219,9 @@ class Pipeline:
         for i in range(0, len(hashes), self.settings.pipeline.batch_size):
             chunk = hashes[i : i + self.settings.pipeline.batch_size]
             pends: list[_Pending] = []
-            with self.db.session() as s:
-                rows = [
-                    (c, s.scalar(select(PathEntry.path).where(PathEntry.content_hash == c.hash).limit(1)))
-                    for c in s.scalars(select(Content).where(Content.hash.in_(chunk)))
-                ]
+            rows = self.db.with_a_path(chunk)
+            stored = {c.hash: c for c, _ in rows}
             for content, path in rows:
-                if path is None:
-                    continue
                 lines = [OcrLine.from_json(d) for d in content.lines]
                 fb = images.FileBytes(b"", content.hash, 0, 0, 0)
                 pend = _Pending(
@@ -291,27 +256,19 @@ class Pipeline:
                 items.append((p.analysis.digest, ss, vectors[off : off + len(ss)]))  # type: ignore[union-attr]
                 off += len(ss)
             self.store.upsert_many(items)
-            with self.db.session() as s:
-                for p in pends:
-                    a = p.analysis
-                    assert a is not None
-                    row = s.get(Content, a.digest)
-                    if row is None:
-                        continue
-                    content = row
-                    content.captions_json = json.dumps(p.captions, ensure_ascii=False)
-                    content.source = (
-                        "+".join(x for x, on in (("ocr", bool(a.lines)), ("caption", bool(p.captions))) if on) or "none"
-                    )
-                    captioned = bool(p.captions) or (p in to_caption and self._captioner is not None)
-                    v = self.versions(a.ocr_version, captioned)
-                    v["ocr_cfg"] = content.versions.get("ocr_cfg", "")
-                    if captioned and p not in to_caption:
-                        v["caption"] = content.versions.get("caption", "")
-                        v["caption_cfg"] = content.versions.get("caption_cfg", "")
-                    content.versions_json = json.dumps(v)
-                    content.updated_at = time.time()
-                    done += 1
+            records = []
+            for p in pends:
+                a = p.analysis
+                assert a is not None
+                old = stored[a.digest].versions
+                captioned = bool(p.captions) or (p in to_caption and self._captioner is not None)
+                v = self.versions(a.ocr_version, captioned)
+                v["ocr_cfg"] = old.get("ocr_cfg", "")
+                if captioned and p not in to_caption:
+                    v["caption"] = old.get("caption", "")
+                    v["caption_cfg"] = old.get("caption_cfg", "")
+                records.append(Refreshed(a.digest, p.captions, content_source(bool(a.lines), bool(p.captions)), v))
+            done += self.db.record_refreshed(records)
         self.store.flush()
         return done
 
@@ -343,7 +300,7 @@ class Pipeline:
         def fail(pend: _Pending, msg: str, *, retryable: bool) -> None:
             self._fail_content(pend, msg, retryable=retryable)
             for path in [pend.path, *pend.dups]:
-                done(Outcome(path, "retry" if retryable else "failed", pend.fb.digest, msg))
+                done(Outcome(path, OutcomeStatus.RETRY if retryable else OutcomeStatus.FAILED, pend.fb.digest, msg))
 
         def drain(block_until: int) -> None:
             while len(inflight) > block_until:
@@ -371,7 +328,7 @@ class Pipeline:
         seen_digests: dict[str, _Pending] = {}
         warm: threading.Thread | None = None
         items = [item if isinstance(item, tuple) else (item, None) for item in paths]
-        unchanged = {} if force else self._unchanged_candidates([p for p, _ in items])
+        unchanged = {} if force else self.db.settled_stats([p for p, _ in items])
         try:
             for path, root in items:
                 o, fb = self._prepare(path, root, force, unchanged.get(path))
@@ -407,22 +364,6 @@ class Pipeline:
         except Exception as e:  # the batch that needs them meets the same error and records it
             log.debug("warming the embedder and store failed: %s", e)
 
-    def _unchanged_candidates(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, str, str | None]]:
-        """(size, mtime_ns, inode, hash, error) of the given paths whose content needs no work, in bulk."""
-        out: dict[str, tuple[int, int, int, str, str | None]] = {}
-        with self.db.session() as s:
-            for i in range(0, len(paths), 500):
-                rows = s.execute(
-                    select(
-                        PathEntry.path, PathEntry.size, PathEntry.mtime_ns, PathEntry.inode, Content.hash, Content.error
-                    )
-                    .join(Content, Content.hash == PathEntry.content_hash)
-                    .where(PathEntry.path.in_(paths[i : i + 500]), PathEntry.error.is_(None), SETTLED)
-                )
-                for path, size, mtime_ns, inode, h, err in rows:
-                    out[path] = (size, mtime_ns, inode, h, err)
-        return out
-
     def _prepare(
         self,
         path: str,
@@ -433,90 +374,56 @@ class Pipeline:
         """Stat and hash; link known content. Returns an outcome if nothing more is needed.
 
         ``known`` is the path's booked stat when its content is settled (from
-        ``_unchanged_candidates``): a matching stat means unchanged, with no read.
+        ``Catalog.settled_stats``): a matching stat means unchanged, with no read.
         """
         try:
             st = os.stat(path)
         except FileNotFoundError:
             self.remove_paths([path])
-            return Outcome(path, "failed", None, "file vanished"), None
+            return Outcome(path, OutcomeStatus.FAILED, None, "file vanished"), None
         except OSError as e:
             msg = "symlink loop" if e.errno == 40 else (e.strerror or str(e))
             self._path_error(path, root, msg)
-            return Outcome(path, "failed", None, msg), None
+            return Outcome(path, OutcomeStatus.FAILED, None, msg), None
         if known is not None and known[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return Outcome(path, "unchanged", known[3], known[4]), None
+            return Outcome(path, OutcomeStatus.UNCHANGED, known[3], known[4]), None
         try:
             fb = images.read_file(path)
         except PermanentError as e:
             self._path_error(path, root, str(e), failed_at=st)
-            return Outcome(path, "failed", None, str(e)), None
+            return Outcome(path, OutcomeStatus.FAILED, None, str(e)), None
         except RetryableError as e:
             if "vanished" in str(e):
                 self.remove_paths([path])
             else:
                 self._path_error(path, root, str(e))
-            return Outcome(path, "retry", None, str(e)), None
-        with self.db.session() as s:
-            content = s.get(Content, fb.digest)
-            if content is not None and not force and settled(content.status, content.retryable):
-                self._link(s, path, root, fb)
-                status = "linked" if content.status == "done" else "failed"
-                return Outcome(path, status, fb.digest, content.error), None
+            return Outcome(path, OutcomeStatus.RETRY, None, str(e)), None
+        content = None if force else self.db.content(fb.digest)
+        if content is not None and content.settled:
+            self._forget(self.db.link([_link(path, root, fb)]))
+            status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED
+            return Outcome(path, status, fb.digest, content.error), None
         return None, fb
-
-    def _link(self, s: Any, path: str, root: str | None, fb: images.FileBytes) -> None:
-        entry = s.get(PathEntry, path)
-        old_hash = entry.content_hash if entry else None
-        if entry is None:
-            entry = PathEntry(path=path)
-            s.add(entry)
-        entry.content_hash = fb.digest
-        entry.root = root if root is not None else entry.root
-        entry.size, entry.mtime_ns, entry.inode = fb.size, fb.mtime_ns, fb.inode
-        entry.error = None
-        entry.attempts = 0
-        entry.seen_at = time.time()
-        s.flush()
-        if old_hash and old_hash != fb.digest:
-            self._drop_orphans(s, [old_hash])
 
     def _path_error(self, path: str, root: str | None, msg: str, *, failed_at: os.stat_result | None = None) -> None:
         """Record an error of the path itself. ``failed_at``: the stat of bytes that failed for good (an empty
         file): the rescan then leaves the path alone until its stat changes. A passing error records no stat,
-        so the path is tried again (``db.path_settled``)."""
+        so the path is tried again (``catalog.path_settled``)."""
         log.warning("%s", msg, extra={"file": path})
-        with self.db.session() as s:
-            entry = s.get(PathEntry, path)
-            if entry is None:
-                entry = PathEntry(path=path, root=root)
-                s.add(entry)
-            if entry.content_hash is None:
-                st = failed_at
-                entry.size, entry.mtime_ns, entry.inode = (st.st_size, st.st_mtime_ns, st.st_ino) if st else (0, 0, 0)
-            entry.error = msg
-            entry.attempts = (entry.attempts or 0) + 1
-            entry.seen_at = time.time()
+        stat = (failed_at.st_size, failed_at.st_mtime_ns, failed_at.st_ino) if failed_at else None
+        self.db.record_path_error(path, root, msg, failed_at=stat)
 
     def _fail_content(self, pend: _Pending, msg: str, *, retryable: bool, quiet: bool = False) -> None:
         if not quiet:
             log.warning("%s", msg, extra={"file": pend.path})
-        with self.db.session() as s:
-            content = s.get(Content, pend.fb.digest)
-            if content is None:
-                content = Content(hash=pend.fb.digest)
-                s.add(content)
-            content.status = "pending" if retryable else "failed"
-            content.error = msg
-            content.retryable = retryable
-            content.attempts = (content.attempts or 0) + 1
-            content.updated_at = time.time()
-            if retryable and content.attempts >= self.settings.pipeline.max_attempts:
-                content.status = "failed"
-            s.flush()
-            self._link(s, pend.path, pend.root, pend.fb)
-            for dup, (root, dup_fb) in pend.dups.items():
-                self._link(s, dup, root, dup_fb)
+        orphans = self.db.record_failure(
+            pend.fb.digest,
+            msg,
+            retryable=retryable,
+            max_attempts=self.settings.pipeline.max_attempts,
+            links=pend.links(),
+        )
+        self._forget(orphans)
 
     # Batch finish: caption, embed, upsert, record --------------------------------
     def _finish(self, batch: list[_Pending], done: ProgressFn) -> None:
@@ -550,36 +457,29 @@ class Pipeline:
             for p in batch:
                 self._fail_content(p, str(e), retryable=True, quiet=True)
                 for path in [p.path, *p.dups]:
-                    done(Outcome(path, "retry", p.fb.digest, str(e)))
+                    done(Outcome(path, OutcomeStatus.RETRY, p.fb.digest, str(e)))
             return
-        with self.db.session() as s:
-            for p in batch:
-                assert p.analysis is not None
-                a = p.analysis
-                caps = p.captions
-                content = s.get(Content, p.fb.digest) or Content(hash=p.fb.digest)
-                s.add(content)
-                content.status = "done"
-                content.error = None
-                content.retryable = False
-                content.attempts = (content.attempts or 0) + 1
-                content.text = "\n".join(ln.text for ln in a.lines)
-                content.lines_json = json.dumps([ln.to_json() for ln in a.lines], ensure_ascii=False)
-                content.captions_json = json.dumps(caps, ensure_ascii=False)
-                content.source = (
-                    "+".join(x for x, on in (("ocr", bool(a.lines)), ("caption", bool(caps))) if on) or "none"
-                )
-                content.width, content.height = a.width, a.height
-                content.versions_json = json.dumps(self.versions(a.ocr_version, p in to_caption))
-                content.updated_at = time.time()
-                s.flush()
-                self._link(s, p.path, p.root, p.fb)
-                for dup, (root, dup_fb) in p.dups.items():
-                    self._link(s, dup, root, dup_fb)
+        records = []
         for p in batch:
-            done(Outcome(p.path, "indexed", p.fb.digest))
+            a = p.analysis
+            assert a is not None
+            records.append(
+                Indexed(
+                    digest=p.fb.digest,
+                    lines=[ln.to_json() for ln in a.lines],
+                    captions=p.captions,
+                    width=a.width,
+                    height=a.height,
+                    source=content_source(bool(a.lines), bool(p.captions)),
+                    versions=self.versions(a.ocr_version, p in to_caption),
+                    links=p.links(),
+                )
+            )
+        self._forget(self.db.record_indexed(records))
+        for p in batch:
+            done(Outcome(p.path, OutcomeStatus.INDEXED, p.fb.digest))
             for dup in p.dups:
-                done(Outcome(dup, "linked", p.fb.digest))
+                done(Outcome(dup, OutcomeStatus.LINKED, p.fb.digest))
 
     def _caption(self, pends: list[_Pending], captioner: Captioner) -> None:
         ims = []
@@ -599,58 +499,35 @@ class Pipeline:
             p.captions = list(c) + p.captions
 
     # Removal and moves ---------------------------------------------------------
-    def _drop_orphans(self, s: Any, hashes: Iterable[str]) -> list[str]:
-        """Delete content rows (and their vectors) no path points at any more."""
-        gone = []
-        for h in set(hashes):
-            still = s.scalar(select(PathEntry.path).where(PathEntry.content_hash == h).limit(1))
-            if still is None:
-                gone.append(h)
-        if gone:
-            try:
-                self.store.delete(gone)
-            except StoreUnavailable as e:
-                # The content rows stay, with no path: invisible to search, and
-                # purge_orphans() deletes their vectors once Milvus is back.
-                log.warning("vectors of %d removed images kept for later deletion: %s", len(gone), e)
-                return []
-            s.execute(delete(Content).where(Content.hash.in_(gone)))
-        return gone
+    def _forget(self, orphans: Sequence[str]) -> list[str]:
+        """After the books committed a path change: delete the orphans' vectors, then their rows.
+
+        The order is the catalog's "decide, commit, then act": a crash or a Milvus outage
+        here leaves orphan rows (invisible to search) that ``purge_orphans`` finishes.
+        """
+        if not orphans:
+            return []
+        try:
+            self.store.delete(orphans)
+        except StoreUnavailable as e:
+            log.warning("vectors of %d removed images kept for later deletion: %s", len(orphans), e)
+            return []
+        return self.db.delete_orphans(orphans)
 
     def purge_orphans(self) -> int:
-        """Delete contents (and vectors) that no path points at, left by a Milvus outage."""
-        with self.db.session() as s:
-            orphans = list(
-                s.scalars(
-                    select(Content.hash).where(
-                        ~select(PathEntry.path).where(PathEntry.content_hash == Content.hash).exists()
-                    )
-                )
-            )
-            if not orphans:
-                return 0
-            try:
-                return len(self._drop_orphans(s, orphans))
-            except StoreUnavailable:
-                return 0
+        """Delete contents (and vectors) that no path points at, left by a Milvus outage or a crash."""
+        return len(self._forget(self.db.orphans()))
 
     def remove_paths(self, paths: Sequence[str]) -> int:
         """Forget paths; vectors go with the last path of a content."""
-        if not paths:
-            return 0
-        with self.db.session() as s:
-            hashes = [h for h in s.scalars(select(PathEntry.content_hash).where(PathEntry.path.in_(paths))) if h]
-            n = s.execute(delete(PathEntry).where(PathEntry.path.in_(paths))).rowcount  # type: ignore[attr-defined]
-            self._drop_orphans(s, hashes)
-        return int(n or 0)
+        n, orphans = self.db.remove_paths(paths)
+        self._forget(orphans)
+        return n
 
     def remove_tree(self, directory: str, keep: Sequence[str] = ()) -> int:
         """Forget every path under ``directory`` except those under a folder in ``keep``."""
-        lo, hi = path_prefix_range(directory)
-        with self.db.session() as s:
-            paths = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
         prefixes = tuple(k.rstrip("/") + "/" for k in keep)
-        return self.remove_paths([p for p in paths if not p.startswith(prefixes)])
+        return self.remove_paths([p for p in self.db.paths_under(directory) if not p.startswith(prefixes)])
 
     def move(self, src: str, dst: str, root: str | None = None) -> bool:
         """Record a rename without re-reading content. False if ``src`` was unknown."""
@@ -658,53 +535,25 @@ class Pipeline:
             st = os.stat(dst)
         except OSError:
             return False
-        with self.db.session() as s:
-            entry = s.get(PathEntry, src)
-            if entry is None or entry.content_hash is None:
-                return False
-            if (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
-                return False  # changed on the way: let the caller re-index dst
-            h = entry.content_hash
-            s.delete(entry)
-            s.flush()
-            existing = s.get(PathEntry, dst)
-            old = existing.content_hash if existing else None
-            if existing is None:
-                existing = PathEntry(path=dst)
-                s.add(existing)
-            existing.content_hash = h
-            existing.root = root or entry.root
-            existing.size, existing.mtime_ns, existing.inode = st.st_size, st.st_mtime_ns, st.st_ino
-            existing.error = None
-            existing.seen_at = time.time()
-            s.flush()
-            if old and old != h:
-                self._drop_orphans(s, [old])
+        orphans = self.db.move(src, dst, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, root=root)
+        if orphans is None:
+            return False
+        self._forget(orphans)
         return True
 
     def move_tree(self, src_dir: str, dst_dir: str) -> int:
-        lo, hi = path_prefix_range(src_dir)
-        with self.db.session() as s:
-            paths = list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
         n = 0
-        for p in paths:
+        for p in self.db.paths_under(src_dir):
             if self.move(p, dst_dir.rstrip("/") + p[len(src_dir.rstrip("/")) :]):
                 n += 1
         return n
 
     def retry_pending_contents(self) -> list[str]:
         """Paths whose content is waiting for a retry (e.g. Milvus was down)."""
-        with self.db.session() as s:
-            rows = s.scalars(
-                select(PathEntry.path)
-                .join(Content, Content.hash == PathEntry.content_hash)
-                .where(Content.status == "pending")
-            )
-            return list(rows)
+        return self.db.retry_pending_paths()
 
     def reset_failed(self) -> None:
-        with self.db.session() as s:
-            s.execute(update(Content).where(Content.status == "failed").values(status="pending", attempts=0))
+        self.db.reset_failed()
 
     def flush(self) -> None:
         """Flush the store if this run opened it (a run with nothing to write never does)."""

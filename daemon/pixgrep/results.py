@@ -8,15 +8,12 @@ and judge relevance the same way.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from pixgrep import textnorm
-from pixgrep.db import Content, Database, PathEntry
+from pixgrep.catalog import Catalog
 
 if TYPE_CHECKING:
     from pixgrep.app import Index
@@ -154,35 +151,28 @@ class Item:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def lookup_item(db: Database, content_hash: str) -> Item | None:
+def lookup_item(db: Catalog, content_hash: str) -> Item | None:
     """The indexed image with this content hash, or None when it isn't indexed (or has no path)."""
-    with db.session() as s:
-        c = s.get(Content, content_hash)
-        if c is None or c.status != "done":
-            return None
-        rows = s.execute(
-            select(PathEntry.path, PathEntry.size, PathEntry.mtime_ns)
-            .where(PathEntry.content_hash == content_hash, PathEntry.error.is_(None))
-            .order_by(PathEntry.path)
-        ).all()
-        if not rows:
-            return None
-        return Item(
-            content_hash=c.hash,
-            paths=[(p, size, mtime) for p, size, mtime in rows],
-            text=c.text,
-            lines=list(json.loads(c.lines_json)),
-            captions=list(json.loads(c.captions_json)),
-            width=c.width or 0,
-            height=c.height or 0,
-            source=c.source,
-        )
+    paths = db.indexed_paths(content_hash)
+    c = db.content(content_hash) if paths else None
+    if c is None:
+        return None
+    return Item(
+        content_hash=c.hash,
+        paths=paths,
+        text=c.text,
+        lines=c.lines,
+        captions=c.captions,
+        width=c.width or 0,
+        height=c.height or 0,
+        source=c.source,
+    )
 
 
-def hash_of_path(db: Database, path: str) -> str | None:
+def hash_of_path(db: Catalog, path: str) -> str | None:
     """The content hash the books hold for ``path``."""
-    with db.session() as s:
-        return s.scalar(select(PathEntry.content_hash).where(PathEntry.path == path))
+    e = db.path_entry(path)
+    return e.content_hash if e else None
 
 
 def matched_lines(lines: list[dict[str, Any]], query: str) -> list[int]:

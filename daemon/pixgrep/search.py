@@ -8,19 +8,17 @@ weighted sum of normalised scores.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from pixgrep import textnorm
-from pixgrep.db import Content, Database, PathEntry, path_prefix_range
+from pixgrep.catalog import Catalog
 from pixgrep.limits import check_search
+from pixgrep.segments import Hit
 from pixgrep.settings import SearchSettings
 from pixgrep.stages import Embedder, embed_queries
-from pixgrep.store import Hit, VectorStore
+from pixgrep.store import VectorStore
 
 
 @dataclass
@@ -64,7 +62,7 @@ def search(
     *,
     store: VectorStore,
     embedder: Embedder | None,
-    db: Database,
+    db: Catalog,
     settings: SearchSettings,
     mode: str | None = None,
     limit: int | None = None,
@@ -101,7 +99,7 @@ def _page(
     ranked: list[tuple[str, float]],
     legs: _Legs,
     *,
-    db: Database,
+    db: Catalog,
     limit: int,
     in_dir: str | None,
     path_ok: Callable[[str], bool] | None,
@@ -113,7 +111,7 @@ def _page(
     chunk = max(2 * limit, 20)
     for i, (h, score) in enumerate(ranked):
         if i % chunk == 0:
-            paths = _paths_for(db, [hh for hh, _ in ranked[i : i + chunk]], in_dir)
+            paths = db.paths_for([hh for hh, _ in ranked[i : i + chunk]], in_dir)
         plist = [p for p in paths.get(h, []) if path_ok is None or path_ok(p)]
         if not plist:
             continue  # filtered out by --in, a date or type filter, or a stale row whose paths are gone
@@ -198,20 +196,3 @@ class _Legs:
 
 def _of_source(hits: list[Hit], source: str | None) -> list[Hit]:
     return hits if source is None else [h for h in hits if h.source == source]
-
-
-def _paths_for(db: Database, hashes: list[str], in_dir: str | None) -> dict[str, list[str]]:
-    if not hashes:
-        return {}
-    stmt = select(PathEntry.content_hash, PathEntry.path).where(PathEntry.content_hash.in_(hashes))
-    if in_dir:
-        lo, hi = path_prefix_range(os.path.abspath(in_dir))
-        stmt = stmt.where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
-    out: dict[str, list[str]] = {}
-    with db.session() as s:
-        for h, p in s.execute(stmt.order_by(PathEntry.path)):
-            if h is not None:
-                out.setdefault(h, []).append(p)
-        # Keep only contents that are indexed (not pending a retry of a changed file).
-        done = set(s.scalars(select(Content.hash).where(Content.hash.in_(list(out)), Content.status == "done")))
-    return {h: v for h, v in out.items() if h in done}

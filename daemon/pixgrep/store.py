@@ -22,6 +22,7 @@ import numpy as np
 
 from pixgrep import litehost
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
+from pixgrep.segments import Hit, Segment
 
 if TYPE_CHECKING:
     from pixgrep.localdense import LocalDenseIndex
@@ -35,14 +36,6 @@ DOC_KINDS = frozenset({"full", "caption"})
 
 
 @dataclass(frozen=True)
-class Segment:
-    kind: str  # full | region | line | caption
-    source: str  # ocr | caption
-    text: str
-    kw: str  # keyword tokens (textnorm.document_tokens)
-
-
-@dataclass(frozen=True)
 class IndexParams:
     """How the dense field is indexed and searched (``milvus.index`` and ``milvus.hnsw_*``)."""
 
@@ -53,24 +46,32 @@ class IndexParams:
     search_consistency: str = "Strong"
 
 
-@dataclass(frozen=True)
-class Hit:
-    content_hash: str
-    kind: str
-    source: str
-    text: str
-    score: float
+# One content's rows: (content hash, its segments, their vectors row-aligned).
+StoreItem = tuple[str, Sequence[Segment], np.ndarray]
 
 
 class VectorStore(Protocol):
-    """Where segment vectors live. Upserts replace all rows of a content hash."""
+    """Where segment vectors live; everything the pipeline and search call.
+
+    Upserts replace all rows of a content hash. A store that cannot be reached
+    raises ``StoreUnavailable`` (the pipeline retries later); writes may be
+    buffered until ``flush``.
+    """
 
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
         """Replace the rows of ``content_hash`` with ``segments`` (vectors row-aligned)."""
         ...
 
+    def upsert_many(self, items: Sequence[StoreItem]) -> None:
+        """``upsert`` for several contents at once (one write per batch)."""
+        ...
+
     def delete(self, hashes: Sequence[str]) -> None:
         """Remove all rows of the given content hashes."""
+        ...
+
+    def purge(self, hashes: Sequence[str]) -> None:
+        """``delete``, even rows a store's own cache does not know of (``pixgrep doctor --repair``)."""
         ...
 
     def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
@@ -81,11 +82,21 @@ class VectorStore(Protocol):
         """Best BM25 segments for space-separated query tokens, best first; scores > 0."""
         ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Make buffered writes durable and visible to search."""
+        ...
 
-    def count(self) -> int: ...
+    def count(self) -> int:
+        """Rows (segments) stored, all contents together."""
+        ...
 
-    def close(self) -> None: ...
+    def segments_per_content(self) -> dict[str, int]:
+        """Content hash -> how many rows it has (consistency checks)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the connection."""
+        ...
 
 
 def _wrap(e: Exception, what: str) -> StoreUnavailable:
@@ -251,13 +262,12 @@ class MilvusStore:
         log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
 
     def _open_local(self, path: Path, recreate: bool) -> None:
-        import sqlite3
-
+        from pixgrep.catalog import VectorFile
         from pixgrep.localdense import LocalDenseIndex
 
         try:
             local = LocalDenseIndex(path, self.dim)
-        except (sqlite3.DatabaseError, ValueError) as e:
+        except (VectorFile.Error, ValueError) as e:
             # It only mirrors Milvus: a damaged file is set aside and rebuilt below.
             log.warning("in-memory vector index %s is unreadable (%s); rebuilding it from Milvus", path, e)
             for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -314,7 +324,7 @@ class MilvusStore:
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
         self.upsert_many([(content_hash, segments, vectors)])
 
-    def upsert_many(self, items: Sequence[tuple[str, Sequence[Segment], np.ndarray]]) -> None:
+    def upsert_many(self, items: Sequence[StoreItem]) -> None:
         docs: list[dict[str, Any]] = []
         parts: list[dict[str, Any]] = []
         for content_hash, segments, vectors in items:

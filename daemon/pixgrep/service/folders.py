@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 
-from pixgrep.db import Database, Root
+from pixgrep.catalog import Catalog
 from pixgrep.service.watcher import Folder
 
 
@@ -20,7 +20,7 @@ def _abs(path: str) -> str:
 
 
 class WatchList:
-    def __init__(self, db: Database, folders: Iterable[Folder] = ()) -> None:
+    def __init__(self, db: Catalog, folders: Iterable[Folder] = ()) -> None:
         self.db = db
         self._lock = threading.Lock()
         self._folders: list[Folder] = list(folders)
@@ -56,17 +56,12 @@ class WatchList:
     def remember(self, paths: Sequence[str]) -> None:
         if not paths:
             return
-        with self.db.session() as s:
-            for p in paths:
-                s.merge(Root(path=_abs(p)))
+        self.db.add_roots(_abs(p) for p in paths)
         with self._lock:
             self._roots = None
 
     def forget(self, path: str) -> None:
-        with self.db.session() as s:
-            root = s.get(Root, _abs(path))
-            if root is not None:
-                s.delete(root)
+        self.db.remove_root(_abs(path))
         with self._lock:
             self._roots = None
 
@@ -76,10 +71,7 @@ class WatchList:
             cached = self._roots
         if cached is not None:
             return cached
-        from sqlalchemy import select
-
-        with self.db.session() as s:
-            known = [str(p) for p in s.scalars(select(Root.path))]
+        known = self.db.roots()
         roots = sorted({*known, *self.paths()})
         with self._lock:
             self._roots = roots

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from pixgrep import scan
-from pixgrep.db import Database, path_prefix_range, path_settled
+from pixgrep.catalog import Catalog, QueueOp
 from pixgrep.service.queue import Job, WorkQueue
 
 log = logging.getLogger("pixgrep.service.reconcile")
@@ -32,26 +32,6 @@ class Report:
     seconds: float = 0.0
     skipped: str | None = None
     unreadable: list[str] = field(default_factory=list)
-
-
-def _known(db: Database, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
-    """path -> (size, mtime_ns, inode, settled) for every known path under ``root``.
-
-    ``settled``: nothing left to do for these bytes (content indexed, or failed for
-    good); otherwise the path is queued again even if unchanged.
-    """
-    lo, hi = path_prefix_range(root)
-    out: dict[bytes, tuple[int, int, int, bool]] = {}
-    with db.engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT p.path, p.size, p.mtime_ns, p.inode, p.error, p.content_hash, c.status, c.retryable "
-            "FROM paths p LEFT JOIN contents c ON c.hash = p.content_hash WHERE p.path >= ? AND p.path < ?",
-            (lo, hi),
-        )
-        for path, size, mtime_ns, inode, error, h, status, retryable in rows:
-            # An empty file stays failed until its bytes change: not queued again at every start.
-            out[path] = (size, mtime_ns, inode, path_settled(error, h, size, mtime_ns, status, retryable))
-    return out
 
 
 class _Matcher:
@@ -111,7 +91,7 @@ def _walk(root: str, flt: scan.FileFilter, report: Report) -> dict[bytes, tuple[
     return found
 
 
-def reconcile(db: Database, queue: WorkQueue, root: str, flt: scan.FileFilter, *, force: bool = False) -> Report:
+def reconcile(db: Catalog, queue: WorkQueue, root: str, flt: scan.FileFilter, *, force: bool = False) -> Report:
     """Queue new and changed files under ``root`` and deletions for files gone from it."""
     t0 = time.monotonic()
     root = os.path.abspath(root)
@@ -122,9 +102,9 @@ def reconcile(db: Database, queue: WorkQueue, root: str, flt: scan.FileFilter, *
         log.warning("skipping reconcile: %s", report.skipped, extra={"file": root})
         return report
     disk = _walk(root, flt, report)
-    known = _known(db, root)
+    known = db.known_under(root)
     jobs: list[Job] = []
-    op = "force" if force else "upsert"
+    op = QueueOp.FORCE if force else QueueOp.UPSERT
     for p, st in disk.items():
         k = known.get(p)
         if not force and k is not None and k[3] and k[:3] == st:
@@ -136,7 +116,7 @@ def reconcile(db: Database, queue: WorkQueue, root: str, flt: scan.FileFilter, *
     bad = tuple(os.fsencode(d.rstrip("/")) + b"/" for d in report.unreadable)
     for p in known:
         if p not in disk and not (bad and p.startswith(bad)):
-            jobs.append(Job(os.fsdecode(p), "delete"))
+            jobs.append(Job(os.fsdecode(p), QueueOp.DELETE))
             report.deleted += 1
     queue.put(jobs)
     report.seconds = time.monotonic() - t0

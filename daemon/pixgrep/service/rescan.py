@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pixgrep import scan
-from pixgrep.db import Database
+from pixgrep.catalog import Catalog
 from pixgrep.service.folders import WatchList
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.reconcile import Report, reconcile
@@ -34,7 +34,7 @@ ALL = "*"
 class Rescanner(StoppableThread):
     def __init__(
         self,
-        db: Database,
+        db: Catalog,
         queue: WorkQueue,
         watcher: Watcher,
         watchlist: WatchList,

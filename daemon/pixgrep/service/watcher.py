@@ -36,6 +36,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from pixgrep import scan
+from pixgrep.catalog import QueueOp
 from pixgrep.service.queue import Job, WorkQueue
 from pixgrep.service.threads import StoppableThread
 
@@ -99,7 +100,7 @@ class StabilityGate(StoppableThread):
                 overflow = False
                 self._waiting[path] = (_sig(path), now)
         if overflow:
-            self.queue.put([Job(path, "upsert", not_before=time.time() + self.stable_seconds)])
+            self.queue.put([Job(path, QueueOp.UPSERT, not_before=time.time() + self.stable_seconds)])
         self._kick.set()
 
     def cancel(self, path: str) -> bool:
@@ -156,7 +157,7 @@ class StabilityGate(StoppableThread):
             for p in ready:
                 del self._waiting[p]
         if ready:
-            self.queue.put([Job(p, "upsert") for p in ready])
+            self.queue.put([Job(p, QueueOp.UPSERT) for p in ready])
             self.passed += len(ready)
         return len(ready)
 
@@ -378,7 +379,7 @@ class Watcher:
                 if src_ok:
                     self._delete_later(src)
             elif dst_ok:
-                self.queue.put([Job(dst, "move", src)])
+                self.queue.put([Job(dst, QueueOp.MOVE, src)])
             elif src_ok:
                 self._delete_later(src)
 
@@ -393,12 +394,12 @@ class Watcher:
         elif kind == "moved":
             self.gate.cancel_tree(src)
             if self._dir_ok(self._root_for(root, dst), dst):
-                self.queue.put([Job(dst, "move", src)])
+                self.queue.put([Job(dst, QueueOp.MOVE, src)])
             else:
                 self._delete_later(src)
 
     def _delete_later(self, path: str) -> None:
-        self.queue.put([Job(path, "delete", not_before=time.time() + self.gate.stable_seconds + 0.5)])
+        self.queue.put([Job(path, QueueOp.DELETE, not_before=time.time() + self.gate.stable_seconds + 0.5)])
 
 
 def _make_observer(polling: bool, poll_interval: float) -> BaseObserver:

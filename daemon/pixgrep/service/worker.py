@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pixgrep import scan
+from pixgrep.catalog import OutcomeStatus, QueueOp
 from pixgrep.errors import PixgrepError, RetryableError
 from pixgrep.pipeline import Outcome, Pipeline
 from pixgrep.service.queue import Item, Job, WorkQueue
@@ -21,9 +22,6 @@ from pixgrep.service.threads import StoppableThread
 log = logging.getLogger("pixgrep.service.worker")
 
 T = TypeVar("T")
-
-# Outcomes the pipeline already recorded in the books (with their reason).
-_SETTLED = ("indexed", "linked", "unchanged", "failed")
 
 
 @dataclass
@@ -173,9 +171,9 @@ class Worker(StoppableThread):
 
     def process(self, items: Sequence[Item]) -> int:
         """Process claimed items; returns how many images were newly indexed."""
-        moves = [it for it in items if it.op == "move"]
-        upserts = [it for it in items if it.op in ("upsert", "force")]
-        deletes = [it for it in items if it.op == "delete"]
+        moves = [it for it in items if it.op == QueueOp.MOVE]
+        upserts = [it for it in items if it.op in (QueueOp.UPSERT, QueueOp.FORCE)]
+        deletes = [it for it in items if it.op == QueueOp.DELETE]
         extra: list[Item] = []
         for it in moves:
             self._guarded(it, lambda it=it: self._move(it, extra))  # type: ignore[misc]
@@ -204,7 +202,7 @@ class Worker(StoppableThread):
             self.stats.moved += n
             # Files the books did not know under the old name: index them now.
             if self.flt is not None:
-                self.queue.put(Job(f, "upsert") for f in scan.walk([dst], self.flt))
+                self.queue.put(Job(f, QueueOp.UPSERT) for f in scan.walk([dst], self.flt))
             if not os.path.exists(src):
                 self.stats.removed += p.remove_tree(src)
             return True
@@ -215,7 +213,7 @@ class Worker(StoppableThread):
         if not os.path.lexists(src):
             self.stats.removed += p.remove_paths([src]) + p.remove_tree(src)
         elif os.path.isfile(src):
-            self.queue.put([Job(src, "upsert")])
+            self.queue.put([Job(src, QueueOp.UPSERT)])
         if os.path.isfile(dst):
             extra.append(it)
             return False
@@ -228,7 +226,7 @@ class Worker(StoppableThread):
         if os.path.lexists(it.path):
             # Re-created since the event (an editor's save, a delete-and-copy).
             if os.path.isfile(it.path):
-                self.queue.put([Job(it.path, "upsert")])
+                self.queue.put([Job(it.path, QueueOp.UPSERT)])
             return True
         n = p.remove_paths([it.path])
         if it.path.rstrip("/") in {r.rstrip("/") for r in self.roots()}:
@@ -268,8 +266,8 @@ class Worker(StoppableThread):
         if not ready:
             return 0
         by_path: dict[str, Item] = {it.path: it for it in ready}
-        forced = [it for it in ready if it.op == "force"]
-        plain = [it for it in ready if it.op != "force"]
+        forced = [it for it in ready if it.op == QueueOp.FORCE]
+        plain = [it for it in ready if it.op != QueueOp.FORCE]
         outcomes: dict[str, Outcome] = {}
         self.current = list(by_path)
 
@@ -303,16 +301,16 @@ class Worker(StoppableThread):
         n_indexed = 0
         for path, it in by_path.items():
             o = outcomes.get(path)
-            if o is None or o.status in _SETTLED:
+            if o is None or o.status.recorded:
                 done.append(it)
-                if o is not None and o.status == "failed" and o.error:
+                if o is not None and o.status == OutcomeStatus.FAILED and o.error:
                     notes[it.id] = o.error
                     if o.error != "file vanished":
                         self.stats.failed += 1
                         self._note_error(path, o.error)
-                if o is not None and o.status == "indexed":
+                if o is not None and o.status == OutcomeStatus.INDEXED:
                     n_indexed += 1
-                elif o is not None and o.status == "linked":
+                elif o is not None and o.status == OutcomeStatus.LINKED:
                     self.stats.linked += 1
             else:  # retry
                 self._note_error(path, o.error or "retry")

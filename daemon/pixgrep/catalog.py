@@ -1,0 +1,1126 @@
+"""The catalog: pixgrep's books, and every SQL statement that reads or writes them.
+
+Tables: ``paths`` (a file name, its stat, and the content it holds), ``contents``
+(one row per content hash: OCR lines, captions, versions, status), ``roots``
+(indexed folders), ``queue`` (the daemon's durable work queue) and ``meta``.
+Identity is the content hash: a path points at a content row, and OCR, captions
+and vectors belong to the content, so a rename or a duplicate never costs a
+second OCR. Nothing outside this module writes SQL (the local dense index's own
+file, ``VectorFile``, included); the rest of pixgrep calls the methods below.
+
+Retry records: one per kind of failure, all decided here
+-------------------------------------------------------
+* **Path** (``paths.error``, ``paths.attempts``): failures of the *name*, or of bytes
+  that never got a content row (unreadable, permission denied, symlink loop, an
+  empty file). ``record_path_error`` sets them; linking the path to content clears
+  them. A passing error books no stat, so every reconcile or index run tries the
+  path again; a permanent one (an empty file) books the stat it failed at and is
+  settled until that stat changes (``path_settled``).
+* **Content** (``contents.status``, ``retryable``, ``attempts``, ``error``)::
+
+      (new) ──▶ pending ──indexed──────────────────────────▶ done
+                  │  ▲
+                  │  └─transient failure (Milvus down, OCR crash), attempts < max
+                  ├──transient failure, attempts ≥ max ─────▶ failed, retryable
+                  └──permanent failure (not an image, bomb) ▶ failed, not retryable
+
+  ``record_failure`` is the one place that decides. *Settled* (``is_settled`` and
+  its SQL twin ``SETTLED``) means nothing is left to do for these bytes: done,
+  or failed for good. A settled content is never re-read while its path's stat is
+  unchanged; any other content is retried by the next run (``reset_failed`` puts
+  the failed back to pending on ``reindex --failed``). New bytes are a new hash.
+* **Queue** (``queue.state``, ``attempts``, ``not_before``)::
+
+      pending ──claim──▶ processing ──done──▶ done (pruned after DONE_TTL)
+         ▲                  │ │
+         └──retry (backoff)─┘ └─fail / attempts ≥ max ─▶ failed
+
+  ``Queue.retry`` backs off ``backoff(attempts)`` seconds; ``defer`` puts back
+  without counting an attempt; ``recover`` (at start) returns a crashed run's
+  claims and fails an item that was in flight during ``max_attempts`` crashes. A
+  newer event for the same path resets the row to pending (one row per path).
+
+Writes and the vector store: decide, commit, then act
+------------------------------------------------------
+No store call runs inside a transaction here; the pipeline orders them so that a
+crash between any two steps leaves books that the next run repairs:
+
+1. *Indexing*: vectors are upserted into the store first, then the content row is
+   committed as done. A crash in between leaves the content pending (retried) and
+   the store holding its rows, which the retry's upsert replaces.
+2. *Forgetting* (a path removed, or re-pointed at other bytes): the path change is
+   committed first, leaving the content row without a path, an *orphan*. Search
+   shows only contents with a path, so an orphan is invisible. Then its vectors
+   are deleted from the store, then ``delete_orphans`` deletes the rows that still
+   have no path. A crash (or a store outage) before the last step leaves orphans,
+   which ``purge_orphans`` (every ``index`` run and daemon rescan) finds with
+   ``orphans()`` and deletes in the same order. An orphan that got a path back in
+   the meantime (the same bytes copied in again) is not deleted but set pending,
+   so its vectors are written again.
+
+Dialects: everything is SQLAlchemy (ORM or Core). SQLite-specific parts are the
+connection pragmas and the ``INSERT ... ON CONFLICT`` import in ``_insert``; the
+rest is portable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from pixgrep.private import private_state
+
+SCHEMA_VERSION = 3
+_CHUNK = 500  # bound parameters per IN (...), well under SQLite's limit
+
+
+# --------------------------------------------------------------------------
+# Vocabulary
+
+
+class ContentStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class QueueOp(StrEnum):
+    UPSERT = "upsert"  # index if changed
+    FORCE = "force"  # re-read even if unchanged
+    DELETE = "delete"  # forget a file or a whole folder
+    MOVE = "move"  # src -> path without new OCR
+
+
+class QueueState(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class OutcomeStatus(StrEnum):
+    """What the pipeline did with one path."""
+
+    INDEXED = "indexed"
+    LINKED = "linked"  # known bytes: the path now points at them, no OCR
+    UNCHANGED = "unchanged"
+    FAILED = "failed"  # recorded in the books with its reason
+    RETRY = "retry"  # transient: the caller should try again later
+
+    @property
+    def recorded(self) -> bool:
+        """The books hold the result: nothing for a queue to retry."""
+        return self is not OutcomeStatus.RETRY
+
+
+def is_settled(status: str | None, retryable: bool | None) -> bool:
+    """Nothing left to do for a content's bytes: indexed, or failed for good."""
+    return status == ContentStatus.DONE or (status == ContentStatus.FAILED and not retryable)
+
+
+def path_settled(
+    error: str | None, content_hash: str | None, size: int, mtime_ns: int, status: str | None, retryable: bool | None
+) -> bool:
+    """Nothing left to do for a path at its booked stat: its content is settled, or its bytes failed for
+    good (a path error with no content but a booked stat; see ``Catalog.record_path_error``)."""
+    if error is None:
+        return is_settled(status, retryable)
+    return content_hash is None and (size, mtime_ns) != (0, 0)
+
+
+# --------------------------------------------------------------------------
+# Tables
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path stored as its raw bytes, so names that aren't UTF-8 survive."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else os.fsdecode(value)
+
+
+def path_prefix_range(prefix: str) -> tuple[bytes, bytes]:
+    """Byte range [lo, hi) covering every path under directory ``prefix``."""
+    p = os.fsencode(prefix.rstrip("/")) + b"/"
+    return p, p[:-1] + b"0"  # '0' is the byte after '/'
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Content(Base):
+    __tablename__ = "contents"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=ContentStatus.PENDING, index=True)
+    source: Mapped[str | None] = mapped_column(String(16))  # ocr | caption | ocr+caption | none
+    text: Mapped[str] = mapped_column(Text, default="")
+    lines_json: Mapped[str] = mapped_column(Text, default="[]")
+    captions_json: Mapped[str] = mapped_column(Text, default="[]")
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    versions_json: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str | None] = mapped_column(Text)
+    retryable: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[float] = mapped_column(default=time.time)
+    updated_at: Mapped[float] = mapped_column(default=time.time)
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.lines_json))
+
+    @property
+    def captions(self) -> list[str]:
+        return list(json.loads(self.captions_json))
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return dict(json.loads(self.versions_json))
+
+    @property
+    def settled(self) -> bool:
+        return is_settled(self.status, self.retryable)
+
+
+# is_settled() as a SQL condition on Content, for bulk queries.
+SETTLED = or_(Content.status == ContentStatus.DONE, and_(Content.status == ContentStatus.FAILED, ~Content.retryable))
+
+
+class PathEntry(Base):
+    __tablename__ = "paths"
+    path: Mapped[str] = mapped_column(FsPath, primary_key=True)
+    content_hash: Mapped[str | None] = mapped_column(ForeignKey("contents.hash"), index=True)
+    root: Mapped[str | None] = mapped_column(FsPath, index=True)
+    size: Mapped[int] = mapped_column(default=0)
+    mtime_ns: Mapped[int] = mapped_column(default=0)
+    inode: Mapped[int] = mapped_column(default=0)
+    # Errors that belong to the path, not the bytes (unreadable, vanished).
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    seen_at: Mapped[float] = mapped_column(default=time.time)
+
+
+class Root(Base):
+    __tablename__ = "roots"
+    path: Mapped[str] = mapped_column(FsPath, primary_key=True)
+    added_at: Mapped[float] = mapped_column(default=time.time)
+
+
+class QueueItem(Base):
+    """Durable work queue: pending -> processing -> done | failed."""
+
+    __tablename__ = "queue"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    op: Mapped[str] = mapped_column(String(16), default=QueueOp.UPSERT)
+    # The old path of a move (path is the new one).
+    src: Mapped[str | None] = mapped_column(FsPath)
+    state: Mapped[str] = mapped_column(String(16), default=QueueState.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    not_before: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[float] = mapped_column(default=time.time)
+    claimed_at: Mapped[float | None]
+
+    __table_args__ = (Index("ix_queue_state_not_before", "state", "not_before"),)
+
+
+# --------------------------------------------------------------------------
+# Schema upgrades (SQLite; a PostgreSQL deployment starts at the current version)
+
+
+def _add_column(conn: Any, table: str, column: str, ddl: str) -> None:
+    """ALTER TABLE ADD COLUMN, if the table exists without it (create_all makes missing tables whole)."""
+    cols = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+    if cols and column not in cols:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+def _upgrade_1_to_2(conn: Any) -> None:
+    _add_column(conn, "contents", "captions_json", "TEXT NOT NULL DEFAULT '[]'")
+
+
+def _upgrade_2_to_3(conn: Any) -> None:
+    _add_column(conn, "queue", "src", "BLOB")
+
+
+# version -> function that upgrades a database from that version to the next
+UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_update`` (SQLite and PostgreSQL spell it alike)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def _chunks(values: Sequence[Any], n: int = _CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(values), n):
+        yield list(values[i : i + n])
+
+
+# --------------------------------------------------------------------------
+# What callers pass in
+
+
+class Link(NamedTuple):
+    """A path that holds the bytes ``digest``, with the stat it had when they were read."""
+
+    path: str
+    root: str | None
+    digest: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass
+class Indexed:
+    """Everything the books keep about a content the pipeline has indexed."""
+
+    digest: str
+    lines: list[dict[str, Any]]  # OcrLine.to_json()
+    captions: list[str]
+    width: int
+    height: int
+    source: str
+    versions: dict[str, str]
+    links: list[Link] = field(default_factory=list)
+
+
+@dataclass
+class Refreshed:
+    """A content re-embedded (and maybe re-captioned) from its stored lines."""
+
+    digest: str
+    captions: list[str]
+    source: str
+    versions: dict[str, str]
+
+
+# --------------------------------------------------------------------------
+# The books
+
+
+class Catalog:
+    """The SQLite books: paths, contents, roots and the work queue (``self.queue``)."""
+
+    def __init__(self, path: Path) -> None:
+        # The books hold every OCR'd text: 0700 folder, 0600 files (and -wal/-shm), whatever the umask.
+        private_state(path.parent)
+        self.path = path
+        self.engine: Engine = create_engine(
+            f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False}
+        )
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            has_meta = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")).first()
+            if not has_meta:
+                Base.metadata.create_all(conn)
+                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            version = int(conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this pixgrep ({SCHEMA_VERSION})"
+                )
+            while version < SCHEMA_VERSION:
+                UPGRADES[version](conn)
+                version += 1
+            Base.metadata.create_all(conn)
+            conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(version)))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction. For this module, and for benchmarks and tests that seed books in bulk."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Reading --------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self.session() as s:
+            return s.scalar(select(Meta.value).where(Meta.key == key))
+
+    def counts(self) -> dict[str, int]:
+        with self.session() as s:
+            by_status = dict(s.execute(select(Content.status, func.count()).group_by(Content.status)).all())  # type: ignore[arg-type]
+            paths = s.scalar(select(func.count()).select_from(PathEntry)) or 0
+            path_errors = s.scalar(select(func.count()).where(PathEntry.error.is_not(None))) or 0
+            queue = dict(s.execute(select(QueueItem.state, func.count()).group_by(QueueItem.state)).all())  # type: ignore[arg-type]
+        return {
+            "paths": paths,
+            "indexed": by_status.get(ContentStatus.DONE, 0),
+            "pending": by_status.get(ContentStatus.PENDING, 0),
+            "failed": by_status.get(ContentStatus.FAILED, 0) + path_errors,
+            "queue_pending": queue.get(QueueState.PENDING, 0) + queue.get(QueueState.PROCESSING, 0),
+            "queue_failed": queue.get(QueueState.FAILED, 0),
+        }
+
+    def content(self, digest: str) -> Content | None:
+        with self.session() as s:
+            return s.get(Content, digest)
+
+    def path_entry(self, path: str) -> PathEntry | None:
+        with self.session() as s:
+            return s.get(PathEntry, path)
+
+    def content_of(self, path: str) -> Content | None:
+        """The content row ``path`` points at, if any."""
+        with self.session() as s:
+            return s.scalar(
+                select(Content).join(PathEntry, PathEntry.content_hash == Content.hash).where(PathEntry.path == path)
+            )
+
+    def contents(self, status: ContentStatus | None = None) -> list[Content]:
+        with self.session() as s:
+            stmt = select(Content)
+            if status is not None:
+                stmt = stmt.where(Content.status == status)
+            return list(s.scalars(stmt))
+
+    def paths(self) -> dict[str, str | None]:
+        """Every path -> its content hash."""
+        with self.session() as s:
+            return {p: h for p, h in s.execute(select(PathEntry.path, PathEntry.content_hash))}
+
+    def paths_of(self, hashes: Sequence[str]) -> list[str]:
+        """Every path holding one of ``hashes``."""
+        out: list[str] = []
+        with self.session() as s:
+            for chunk in _chunks(hashes):
+                out += s.scalars(select(PathEntry.path).where(PathEntry.content_hash.in_(chunk)))
+        return out
+
+    def knows(self, path: str) -> bool:
+        """True if the books hold ``path`` or anything under it."""
+        lo, hi = path_prefix_range(path)
+        with self.session() as s:
+            if s.get(PathEntry, path) is not None:
+                return True
+            under = select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
+            return s.scalar(under.limit(1)) is not None
+
+    def paths_under(self, directory: str) -> list[str]:
+        lo, hi = path_prefix_range(directory)
+        with self.session() as s:
+            return list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+
+    def settled_stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, str, str | None]]:
+        """(size, mtime_ns, inode, hash, error) of the given error-free paths whose content is settled."""
+        out: dict[str, tuple[int, int, int, str, str | None]] = {}
+        with self.session() as s:
+            for chunk in _chunks(paths):
+                rows = s.execute(
+                    select(
+                        PathEntry.path, PathEntry.size, PathEntry.mtime_ns, PathEntry.inode, Content.hash, Content.error
+                    )
+                    .join(Content, Content.hash == PathEntry.content_hash)
+                    .where(PathEntry.path.in_(chunk), PathEntry.error.is_(None), SETTLED)
+                )
+                for path, size, mtime_ns, inode, h, err in rows:
+                    out[path] = (size, mtime_ns, inode, h, err)
+        return out
+
+    def known_under(self, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
+        """Raw path -> (size, mtime_ns, inode, settled) for every known path under ``root``.
+
+        ``settled``: ``path_settled``; otherwise the path is queued again even if
+        unchanged. One query: reconcile compares it with a walk.
+        """
+        lo, hi = path_prefix_range(root)
+        p, c = PathEntry.__table__.c, Content.__table__.c
+        # The keys stay bytes, as the walk encodes them (no decode per row).
+        stmt = (
+            select(
+                type_coerce(p.path, LargeBinary),
+                p.size,
+                p.mtime_ns,
+                p.inode,
+                p.error,
+                p.content_hash,
+                c.status,
+                c.retryable,
+            )
+            .select_from(PathEntry.__table__.outerjoin(Content.__table__, c.hash == p.content_hash))
+            .where(p.path >= lo, p.path < hi)
+        )
+        out: dict[bytes, tuple[int, int, int, bool]] = {}
+        with self.engine.connect() as conn:
+            for path, size, mtime_ns, inode, error, h, status, retryable in conn.execute(stmt):
+                # An empty file stays failed until its bytes change: not queued again at every start.
+                out[bytes(path)] = (size, mtime_ns, inode, path_settled(error, h, size, mtime_ns, status, retryable))
+        return out
+
+    def paths_for(self, hashes: Sequence[str], in_dir: str | None = None) -> dict[str, list[str]]:
+        """Indexed content hash -> its paths (sorted), optionally only those under ``in_dir``."""
+        if not hashes:
+            return {}
+        stmt = select(PathEntry.content_hash, PathEntry.path).where(PathEntry.content_hash.in_(list(hashes)))
+        if in_dir:
+            lo, hi = path_prefix_range(os.path.abspath(in_dir))
+            stmt = stmt.where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
+        out: dict[str, list[str]] = {}
+        with self.session() as s:
+            for h, p in s.execute(stmt.order_by(PathEntry.path)):
+                if h is not None:
+                    out.setdefault(h, []).append(p)
+            # Keep only contents that are indexed (not pending a retry of a changed file).
+            done = set(
+                s.scalars(select(Content.hash).where(Content.hash.in_(list(out)), Content.status == ContentStatus.DONE))
+            )
+        return {h: v for h, v in out.items() if h in done}
+
+    def with_a_path(self, hashes: Sequence[str]) -> list[tuple[Content, str]]:
+        """Each of ``hashes`` that has a path, with one of its paths."""
+        with self.session() as s:
+            return [
+                (c, path)
+                for c in s.scalars(select(Content).where(Content.hash.in_(list(hashes))))
+                if (path := s.scalar(select(PathEntry.path).where(PathEntry.content_hash == c.hash).limit(1)))
+                is not None
+            ]
+
+    _UNSETTLED_PATH = or_(
+        PathEntry.error.is_not(None), Content.status.in_((ContentStatus.FAILED, ContentStatus.PENDING))
+    )
+
+    def failures(self, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Paths with an error or an unfinished content, with the reason (``status --failed``)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(PathEntry.path, PathEntry.error, Content.error, PathEntry.attempts, Content.attempts)
+                .outerjoin(Content, Content.hash == PathEntry.content_hash)
+                .where(self._UNSETTLED_PATH)
+                .order_by(PathEntry.path)
+                .limit(limit)
+            ).all()
+        return [
+            {"path": p, "error": pe or ce or ContentStatus.PENDING.value, "attempts": max(pa or 0, ca or 0)}
+            for p, pe, ce, pa, ca in rows
+        ]
+
+    def indexed_paths(self, digest: str) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of each error-free path of an indexed content, sorted; [] if not indexed."""
+        with self.session() as s:
+            if s.scalar(select(Content.status).where(Content.hash == digest)) != ContentStatus.DONE:
+                return []
+            rows = s.execute(
+                select(PathEntry.path, PathEntry.size, PathEntry.mtime_ns)
+                .where(PathEntry.content_hash == digest, PathEntry.error.is_(None))
+                .order_by(PathEntry.path)
+            ).all()
+        return [(p, size, mtime) for p, size, mtime in rows]
+
+    def failed_paths(self) -> list[str]:
+        """Every path ``failures`` would list (``reindex --failed`` queues them)."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(PathEntry.path)
+                    .outerjoin(Content, Content.hash == PathEntry.content_hash)
+                    .where(self._UNSETTLED_PATH)
+                )
+            )
+
+    def retry_pending_paths(self) -> list[str]:
+        """Paths whose content is waiting for a retry (e.g. Milvus was down)."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(PathEntry.path)
+                    .join(Content, Content.hash == PathEntry.content_hash)
+                    .where(Content.status == ContentStatus.PENDING)
+                )
+            )
+
+    def orphans(self) -> list[str]:
+        """Content hashes no path points at (see "decide, commit, then act")."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Content.hash).where(
+                        ~select(PathEntry.path).where(PathEntry.content_hash == Content.hash).exists()
+                    )
+                )
+            )
+
+    def _orphans_among(self, s: Session, hashes: Iterable[str]) -> list[str]:
+        return [
+            h
+            for h in set(hashes)
+            if s.scalar(select(PathEntry.path).where(PathEntry.content_hash == h).limit(1)) is None
+        ]
+
+    # Roots ------------------------------------------------------------------
+    def roots(self) -> list[str]:
+        with self.session() as s:
+            return [str(p) for p in s.scalars(select(Root.path))]
+
+    def add_roots(self, paths: Iterable[str]) -> None:
+        with self.session() as s:
+            for p in paths:
+                s.merge(Root(path=p))
+
+    def remove_root(self, path: str) -> None:
+        with self.session() as s:
+            s.execute(delete(Root).where(Root.path == path))
+
+    # Writing: paths and contents ------------------------------------------------
+    # Each returns the hashes that may have lost their last path: the caller deletes
+    # their vectors after this commit, then calls delete_orphans (module docstring).
+    @staticmethod
+    def _link(s: Session, link: Link, now: float) -> str | None:
+        entry = s.get(PathEntry, link.path)
+        old_hash = entry.content_hash if entry else None
+        if entry is None:
+            entry = PathEntry(path=link.path)
+            s.add(entry)
+        entry.content_hash = link.digest
+        entry.root = link.root if link.root is not None else entry.root
+        entry.size, entry.mtime_ns, entry.inode = link.size, link.mtime_ns, link.inode
+        entry.error = None
+        entry.attempts = 0
+        entry.seen_at = now
+        s.flush()
+        return old_hash if old_hash and old_hash != link.digest else None
+
+    def _link_all(self, s: Session, links: Iterable[Link]) -> list[str]:
+        now = time.time()
+        old = [h for link in links if (h := self._link(s, link, now))]
+        return self._orphans_among(s, old)
+
+    def link(self, links: Sequence[Link]) -> list[str]:
+        """Point paths at known bytes (no OCR). Returns orphaned hashes."""
+        with self.session() as s:
+            return self._link_all(s, links)
+
+    def record_path_error(
+        self, path: str, root: str | None, msg: str, *, failed_at: tuple[int, int, int] | None = None
+    ) -> None:
+        """The path record. ``failed_at``: the (size, mtime_ns, inode) of bytes that failed for good (an
+        empty file), so the path is settled until they change; None for a passing error, retried every run."""
+        with self.session() as s:
+            entry = s.get(PathEntry, path)
+            if entry is None:
+                entry = PathEntry(path=path, root=root)
+                s.add(entry)
+            if entry.content_hash is None:
+                entry.size, entry.mtime_ns, entry.inode = failed_at or (0, 0, 0)
+            entry.error = msg
+            entry.attempts = (entry.attempts or 0) + 1
+            entry.seen_at = time.time()
+
+    def record_failure(
+        self, digest: str, msg: str, *, retryable: bool, max_attempts: int, links: Sequence[Link]
+    ) -> list[str]:
+        """The content record: bytes that could not be indexed (see the state machine above)."""
+        with self.session() as s:
+            content = s.get(Content, digest)
+            if content is None:
+                content = Content(hash=digest)
+                s.add(content)
+            content.attempts = (content.attempts or 0) + 1
+            gave_up = not retryable or content.attempts >= max_attempts
+            content.status = ContentStatus.FAILED if gave_up else ContentStatus.PENDING
+            content.error = msg
+            content.retryable = retryable
+            content.updated_at = time.time()
+            s.flush()
+            return self._link_all(s, links)
+
+    def record_indexed(self, items: Sequence[Indexed]) -> list[str]:
+        """Contents whose vectors are in the store: done, with their paths. Returns orphaned hashes."""
+        links: list[Link] = []
+        with self.session() as s:
+            for it in items:
+                content = s.get(Content, it.digest) or Content(hash=it.digest)
+                s.add(content)
+                content.status = ContentStatus.DONE
+                content.error = None
+                content.retryable = False
+                content.attempts = (content.attempts or 0) + 1
+                content.text = "\n".join(ln["text"] for ln in it.lines)
+                content.lines_json = json.dumps(it.lines, ensure_ascii=False)
+                content.captions_json = json.dumps(it.captions, ensure_ascii=False)
+                content.source = it.source
+                content.width, content.height = it.width, it.height
+                content.versions_json = json.dumps(it.versions)
+                content.updated_at = time.time()
+                links += it.links
+            s.flush()
+            return self._link_all(s, links)
+
+    def record_refreshed(self, items: Sequence[Refreshed]) -> int:
+        """Contents re-embedded from their stored lines; returns how many rows were still there."""
+        n = 0
+        with self.session() as s:
+            for it in items:
+                content = s.get(Content, it.digest)
+                if content is None:
+                    continue
+                content.captions_json = json.dumps(it.captions, ensure_ascii=False)
+                content.source = it.source
+                content.versions_json = json.dumps(it.versions)
+                content.updated_at = time.time()
+                n += 1
+        return n
+
+    def remove_paths(self, paths: Sequence[str]) -> tuple[int, list[str]]:
+        """Forget paths. Returns how many were known, and the orphaned hashes."""
+        if not paths:
+            return 0, []
+        n = 0
+        hashes: list[str] = []
+        with self.session() as s:
+            for chunk in _chunks(paths):
+                hashes += [h for h in s.scalars(select(PathEntry.content_hash).where(PathEntry.path.in_(chunk))) if h]
+                n += s.execute(delete(PathEntry).where(PathEntry.path.in_(chunk))).rowcount  # type: ignore[attr-defined]
+            return int(n or 0), self._orphans_among(s, hashes)
+
+    def move(self, src: str, dst: str, *, size: int, mtime_ns: int, inode: int, root: str | None) -> list[str] | None:
+        """Record a rename without re-reading content: ``dst`` takes ``src``'s content.
+
+        None if ``src`` is unknown or its booked stat differs (changed on the way: index
+        ``dst`` instead); else the orphaned hashes (``dst`` may have held other bytes).
+        """
+        with self.session() as s:
+            entry = s.get(PathEntry, src)
+            if entry is None or entry.content_hash is None:
+                return None
+            if (entry.size, entry.mtime_ns) != (size, mtime_ns):
+                return None
+            s.delete(entry)
+            s.flush()
+            return self._link_all(s, [Link(dst, root or entry.root, entry.content_hash, size, mtime_ns, inode)])
+
+    def delete_orphans(self, hashes: Sequence[str]) -> list[str]:
+        """The last step of forgetting, after the store deleted these hashes' vectors.
+
+        Deletes the rows that still have no path; one that got a path back meanwhile
+        has lost its vectors, so it goes back to pending to be indexed again.
+        """
+        with self.session() as s:
+            gone = self._orphans_among(s, hashes)
+            back = set(hashes) - set(gone)
+            for chunk in _chunks(gone):
+                s.execute(delete(Content).where(Content.hash.in_(chunk)))
+            if back:
+                s.execute(
+                    update(Content)
+                    .where(Content.hash.in_(list(back)))
+                    .values(status=ContentStatus.PENDING, retryable=True, error="vectors deleted while re-linked")
+                )
+        return gone
+
+    def reset_failed(self) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Content)
+                .where(Content.status == ContentStatus.FAILED)
+                .values(status=ContentStatus.PENDING, attempts=0)
+            )
+
+    def seed(self, contents: Sequence[dict[str, Any]], paths: Sequence[dict[str, Any]]) -> None:
+        """Bulk-insert content and path rows as given (benchmarks and tests build large books this way)."""
+        with self.session() as s:
+            if contents:
+                s.execute(insert(Content), list(contents))
+            if paths:
+                s.execute(insert(PathEntry), list(paths))
+
+
+# --------------------------------------------------------------------------
+# The work queue
+
+
+# Keep finished rows this long (they show recent activity), then prune.
+DONE_TTL = 600.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to enqueue: ``path`` with ``op``; ``src`` for moves."""
+
+    path: str
+    op: str = QueueOp.UPSERT
+    src: str | None = None
+    not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """A claimed row."""
+
+    id: int
+    path: str
+    op: str
+    src: str | None
+    attempts: int
+    enqueued_at: float
+
+
+def backoff(attempts: int, base: float = 2.0, cap: float = 600.0) -> float:
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+_OPS = frozenset(QueueOp)
+_Q = cast(Table, QueueItem.__table__)
+# Spelled with OR, not IN: an IN list is an "expanding" parameter, which executemany refuses.
+_LIVE = or_(_Q.c.state == QueueState.PENDING.value, _Q.c.state == QueueState.PROCESSING.value)
+
+
+def _enqueue_stmt(conn: Connection) -> Any:
+    """One row per path: a newer event resets it to pending.
+
+    A pending move absorbs later upserts and deletes of its destination (the move
+    already reconciles both paths); a pending force absorbs an upsert.
+    """
+    ins = _insert(conn)(_Q)
+    ex = ins.excluded
+    keeps_move = and_(
+        _LIVE, _Q.c.op == QueueOp.MOVE.value, or_(ex.op == QueueOp.UPSERT.value, ex.op == QueueOp.DELETE.value)
+    )
+    keeps_force = and_(_LIVE, _Q.c.op == QueueOp.FORCE.value, ex.op == QueueOp.UPSERT.value)
+    return ins.on_conflict_do_update(
+        index_elements=[_Q.c.path],
+        set_={
+            "op": case((keeps_move, QueueOp.MOVE.value), (keeps_force, QueueOp.FORCE.value), else_=ex.op),
+            "src": case((keeps_move, _Q.c.src), else_=ex.src),
+            "state": QueueState.PENDING.value,
+            "attempts": 0,
+            "not_before": ex.not_before,
+            "error": None,
+            "enqueued_at": ex.enqueued_at,
+            "claimed_at": None,
+        },
+    )
+
+
+def _claimed(item_id: Any) -> Any:
+    """A row this worker holds: only such rows move on (a newer event re-queued the others)."""
+    return and_(_Q.c.id == item_id, _Q.c.state == QueueState.PROCESSING.value)
+
+
+class Queue:
+    """The durable work queue's table: pending -> processing -> done | failed (module docstring)."""
+
+    def __init__(self, catalog: Catalog, *, max_attempts: int = 5, clock: Callable[[], float] = time.time) -> None:
+        self.catalog = catalog
+        self.max_attempts = max_attempts
+        self.clock = clock
+
+    def _exec(self, stmt: Any, params: Any = None) -> Any:
+        with self.catalog.engine.begin() as conn:
+            return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+
+    # Producers -------------------------------------------------------------
+    def put(self, jobs: Iterable[Job], *, chunk: int = 5000) -> int:
+        now = self.clock()
+        rows = [
+            {
+                "path": j.path,
+                "op": str(j.op),
+                "src": j.src or None,
+                "state": QueueState.PENDING.value,
+                "attempts": 0,
+                "not_before": j.not_before or now,
+                "error": None,
+                "enqueued_at": now,
+                "claimed_at": None,
+            }
+            for j in jobs
+        ]
+        for r in rows:
+            if r["op"] not in _OPS:
+                raise ValueError(f"unknown queue op {r['op']!r}")
+        for i in range(0, len(rows), chunk):
+            with self.catalog.engine.begin() as conn:
+                conn.execute(_enqueue_stmt(conn), rows[i : i + chunk])
+        return len(rows)
+
+    # The worker ------------------------------------------------------------
+    def recover(self) -> int:
+        """Return rows a crashed run had claimed to pending; give up on repeat offenders."""
+        with self.catalog.engine.begin() as conn:
+            n = conn.execute(
+                update(_Q)
+                .where(_Q.c.state == QueueState.PROCESSING.value)
+                .values(
+                    state=QueueState.PENDING.value, attempts=_Q.c.attempts + 1, claimed_at=None, not_before=self.clock()
+                )
+            ).rowcount
+            # A file that was in flight during several crashes may be what crashes us.
+            conn.execute(
+                update(_Q)
+                .where(_Q.c.state == QueueState.PENDING.value, _Q.c.attempts >= self.max_attempts)
+                .values(
+                    state=QueueState.FAILED.value,
+                    error=f"was being processed during {self.max_attempts} crashes; giving up",
+                )
+            )
+        return int(n or 0)
+
+    def claim(self, limit: int) -> list[Item]:
+        now = self.clock()
+        due = (
+            select(_Q.c.id)
+            .where(_Q.c.state == QueueState.PENDING.value, _Q.c.not_before <= now)
+            .order_by(_Q.c.not_before, _Q.c.id)
+            .limit(limit)
+        )
+        stmt = (
+            update(_Q)
+            .where(_Q.c.id.in_(due.scalar_subquery()))
+            .values(state=QueueState.PROCESSING.value, claimed_at=now)
+            .returning(_Q.c.id, _Q.c.path, _Q.c.op, _Q.c.src, _Q.c.attempts, _Q.c.enqueued_at)
+        )
+        with self.catalog.engine.begin() as conn:
+            rows = conn.execute(stmt).fetchall()
+        return sorted((Item(*r) for r in rows), key=lambda it: it.id)
+
+    def done(self, items: Sequence[Item], *, note: dict[int, str] | None = None) -> None:
+        """Mark items done unless a newer event re-queued them meanwhile."""
+        if not items:
+            return
+        note = note or {}
+        stmt = (
+            update(_Q)
+            .where(_claimed(bindparam("b_id")))
+            .values(state=QueueState.DONE.value, error=bindparam("b_error"), claimed_at=self.clock())
+        )
+        self._exec(stmt, [{"b_id": it.id, "b_error": note.get(it.id)} for it in items])
+
+    def fail(self, item: Item, error: str) -> None:
+        self._exec(
+            update(_Q)
+            .where(_claimed(item.id))
+            .values(state=QueueState.FAILED.value, error=error, attempts=_Q.c.attempts + 1)
+        )
+
+    def retry(self, item: Item, error: str) -> bool:
+        """Back off and try again later; False (and failed) once attempts run out."""
+        attempts = item.attempts + 1
+        if attempts >= self.max_attempts:
+            self.fail(item, f"gave up after {attempts} attempts: {error}")
+            return False
+        self._exec(
+            update(_Q)
+            .where(_claimed(item.id))
+            .values(
+                state=QueueState.PENDING.value,
+                error=error,
+                attempts=attempts,
+                not_before=self.clock() + backoff(attempts),
+                claimed_at=None,
+            )
+        )
+        return True
+
+    def defer(self, item: Item, until: float) -> None:
+        """Put back without counting an attempt (e.g. the file is still being written)."""
+        self._exec(
+            update(_Q)
+            .where(_claimed(item.id))
+            .values(state=QueueState.PENDING.value, not_before=until, claimed_at=None)
+        )
+
+    def release(self, items: Sequence[Item]) -> None:
+        """Return unfinished claims at shutdown."""
+        if items:
+            stmt = update(_Q).where(_claimed(bindparam("b_id"))).values(state=QueueState.PENDING.value, claimed_at=None)
+            self._exec(stmt, [{"b_id": it.id} for it in items])
+
+    def requeue_failed(self) -> int:
+        n = self._exec(
+            update(_Q)
+            .where(_Q.c.state == QueueState.FAILED.value)
+            .values(state=QueueState.PENDING.value, attempts=0, error=None, not_before=self.clock())
+        ).rowcount
+        return int(n or 0)
+
+    def prune(self, older_than: float = DONE_TTL) -> int:
+        stmt = delete(_Q).where(_Q.c.state == QueueState.DONE.value, _Q.c.claimed_at < self.clock() - older_than)
+        return int(self._exec(stmt).rowcount or 0)
+
+    # Reading ---------------------------------------------------------------
+    def next_due(self) -> float | None:
+        """The earliest not_before among pending rows, or None if none are pending."""
+        with self.catalog.engine.connect() as conn:
+            v = conn.execute(select(func.min(_Q.c.not_before)).where(_Q.c.state == QueueState.PENDING.value)).scalar()
+        return None if v is None else float(v)
+
+    def depth(self) -> dict[str, int]:
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(select(_Q.c.state, func.count()).group_by(_Q.c.state)).fetchall()
+        out = {s.value: 0 for s in QueueState}
+        out.update({r[0]: int(r[1]) for r in rows})
+        return out
+
+    def failures(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(
+                select(_Q.c.path, _Q.c.op, _Q.c.error, _Q.c.attempts)
+                .where(_Q.c.state == QueueState.FAILED.value)
+                .order_by(_Q.c.id.desc())
+                .limit(limit)
+            ).fetchall()
+        return [{"path": r[0], "op": r[1], "error": r[2], "attempts": r[3]} for r in rows]
+
+    def rows(self) -> list[tuple[str, str, str, str | None]]:
+        """(path, op, state, error) of every row, for status pages, tests and debugging."""
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(select(_Q.c.path, _Q.c.op, _Q.c.state, _Q.c.error).order_by(_Q.c.id)).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def pending(self) -> list[tuple[str, str, str | None]]:
+        """(path, op, src) of every pending row."""
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(
+                select(_Q.c.path, _Q.c.op, _Q.c.src).where(_Q.c.state == QueueState.PENDING.value).order_by(_Q.c.id)
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+# --------------------------------------------------------------------------
+# The local dense index's file (localdense.py)
+
+
+class VectorFile:
+    """The rows of the in-memory dense index, persisted in their own SQLite file.
+
+    It mirrors Milvus (the store of record) beside Milvus Lite's data, so opening the
+    index is one bulk read. Plain sqlite3, not SQLAlchemy: loading 70k vectors is a
+    tight loop. Callers hold their own lock; ``sqlite3.DatabaseError`` on open means
+    a damaged file (the store sets it aside and rebuilds from Milvus).
+    """
+
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS seg (
+        id INTEGER PRIMARY KEY,
+        content_hash TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        text TEXT NOT NULL,
+        vec BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS seg_hash ON seg(content_hash);
+    """
+
+    Error = sqlite3.DatabaseError
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(self._SCHEMA)
+
+    def iter_vectors(self, batch: int = 50_000) -> Iterator[list[tuple[int, bytes]]]:
+        """(id, float16 bytes) of every row, in id order, a batch at a time."""
+        cur = self._db.execute("SELECT id, vec FROM seg ORDER BY id")
+        while rows := cur.fetchmany(batch):
+            yield rows
+
+    def _in(self, sql: str, values: Sequence[object]) -> list[Any]:
+        """Run ``sql`` (with one ``IN ({})``) over ``values`` in chunks; the first column of every row."""
+        out: list[Any] = []
+        for chunk in _chunks(values):
+            out += [r[0] for r in self._db.execute(sql.format(",".join("?" * len(chunk))), chunk)]
+        return out
+
+    def known(self, hashes: Sequence[str]) -> list[str]:
+        return self._in("SELECT DISTINCT content_hash FROM seg WHERE content_hash IN ({})", hashes)
+
+    def ids_of(self, hashes: Sequence[str]) -> list[int]:
+        return self._in("SELECT id FROM seg WHERE content_hash IN ({})", hashes)
+
+    def replace(self, old_ids: Sequence[int], rows: Sequence[tuple[int, str, str, str, str, bytes]]) -> None:
+        """In one transaction: delete ``old_ids``, insert (id, hash, kind, source, text, vec) rows."""
+        self._db.execute("BEGIN")
+        try:
+            self._in("DELETE FROM seg WHERE id IN ({})", old_ids)
+            self._db.executemany("INSERT INTO seg VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def rows(self, ids: Sequence[int]) -> dict[int, tuple[str, str, str, str]]:
+        """id -> (content_hash, kind, source, text)."""
+        out: dict[int, tuple[str, str, str, str]] = {}
+        for chunk in _chunks(ids):
+            sql = f"SELECT id, content_hash, kind, source, text FROM seg WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({r[0]: r[1:] for r in self._db.execute(sql, chunk)})
+        return out
+
+    def clear(self) -> None:
+        self._db.execute("DELETE FROM seg")
+
+    def close(self) -> None:
+        self._db.close()
