@@ -99,3 +99,24 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condit
             return v
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def stub_stores() -> Any:
+    """The StubStore factory behind ``stub_index`` (the test can take the store down)."""
+    from pixgrep.testing import StubStores
+
+    return StubStores()
+
+
+@pytest.fixture
+def stub_index(home: Path, stub_stores: Any) -> Iterator[Any]:
+    """An Index on the stub stages: StubOcrEngine (inline), StubEmbedder and a StubStore."""
+    from pixgrep.app import Index
+    from pixgrep.settings import load_settings
+
+    ix = Index(
+        load_settings(ocr={"engine": "stub"}, embed={"backend": "stub"}), ocr_workers=0, store_factory=stub_stores
+    )
+    yield ix
+    ix.close()

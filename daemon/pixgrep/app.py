@@ -16,6 +16,7 @@ from pixgrep.private import private_state
 from pixgrep.search import Result
 from pixgrep.search import search as _search
 from pixgrep.settings import Settings
+from pixgrep.store import StoreFactory, open_store
 
 log = logging.getLogger("pixgrep.app")
 
@@ -23,11 +24,13 @@ log = logging.getLogger("pixgrep.app")
 class Index:
     """An open index: the catalog (SQLite books), the Milvus store and the stages, opened lazily."""
 
-    def __init__(self, settings: Settings, *, ocr_workers: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, ocr_workers: int | None = None, store_factory: StoreFactory = open_store
+    ) -> None:
         self.settings = settings
         private_state(settings.home)  # 0700 and a 0077 umask: Milvus Lite and the local index are private too
         self.db = Catalog(settings.db_path)
-        self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers)
+        self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers, store_factory=store_factory)
 
     def search(
         self,
@@ -99,10 +102,31 @@ def index_paths(
 ) -> IndexReport:
     """Index files and folders incrementally; forget files gone from indexed folders."""
     t0 = time.monotonic()
-    settings = index.settings
-    flt = scan.FileFilter.from_settings(settings)
     roots = [os.path.abspath(p) for p in paths]
     report = IndexReport()
+    jobs, on_disk = _jobs(index, roots, report)
+    if on_total:
+        on_total(len(jobs))
+
+    def progress(o: Outcome) -> None:
+        report.add(o)
+        if on_outcome:
+            on_outcome(o)
+
+    index.pipeline.purge_orphans()
+    index.pipeline.process(jobs, progress=progress, force=force)
+    # Forget what vanished from the folders just walked.
+    for root in filter(os.path.isdir, roots):
+        gone = [p for p in index.db.paths_under(root) if p not in on_disk and not os.path.exists(p)]
+        report.removed += index.pipeline.remove_paths(gone)
+    index.pipeline.flush()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _jobs(index: Index, roots: list[str], report: IndexReport) -> tuple[list[tuple[str, str | None]], set[str]]:
+    """(path, root) of every file to index under ``roots``, and the set of those paths."""
+    flt = scan.FileFilter.from_settings(index.settings)
     jobs: list[tuple[str, str | None]] = []
     on_disk: set[str] = set()
     for root in roots:
@@ -120,25 +144,7 @@ def index_paths(
     for p in index.pipeline.retry_pending_contents():
         if p not in on_disk and any(p.startswith(r.rstrip("/") + "/") for r in roots):
             jobs.append((p, None))
-    if on_total:
-        on_total(len(jobs))
-
-    def progress(o: Outcome) -> None:
-        report.add(o)
-        if on_outcome:
-            on_outcome(o)
-
-    index.pipeline.purge_orphans()
-    index.pipeline.process(jobs, progress=progress, force=force)
-    # Forget what vanished from the folders just walked.
-    for root in roots:
-        if os.path.isdir(root):
-            known = index.db.paths_under(root)
-            gone = [p for p in known if p not in on_disk and not os.path.exists(p)]
-            report.removed += index.pipeline.remove_paths(gone)
-    index.pipeline.flush()
-    report.seconds = time.monotonic() - t0
-    return report
+    return jobs, on_disk
 
 
 def status(db: Catalog, settings: Settings, *, failed: bool = False, limit: int = 50) -> dict[str, Any]:

@@ -1,31 +1,34 @@
-"""The index pipeline: file -> hash -> image -> OCR/caption -> embed -> Milvus + SQLite.
+"""The index pipeline: prepare -> OCR -> caption -> segment -> embed -> write, then the books.
 
 ``Pipeline.process`` takes a list of paths and is shared by ``pixgrep index``
-and the daemon's worker loop. OCR runs in worker processes (one engine per
-core); captioning and embedding run batched in the calling process, where the
-GPU is, if there is one.
+and the daemon's worker loop. ``prepare`` stats and hashes a file and links
+bytes the books already know; the rest run on typed batches
+(``pixgrep.batches``: ``Pending`` -> ``Analysed`` -> ``Segmented`` ->
+``Embedded``). OCR runs in worker processes (one engine per core); captioning
+and embedding run batched in the calling process, where the GPU is, if there is
+one. ``refresh`` re-runs the stages after OCR on what the books hold. Every SQL
+statement is in ``pixgrep.catalog``; the order of store and book writes is
+described there.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
+from pixgrep import batches as stage
 from pixgrep import images, textnorm
-from pixgrep.catalog import Catalog, Content, ContentStatus, Indexed, Link, OutcomeStatus, Refreshed
+from pixgrep.batches import Analysed, Pending
+from pixgrep.catalog import Catalog, Content, ContentStatus, Indexed, OutcomeStatus, Refreshed
 from pixgrep.errors import PermanentError, RetryableError, StoreUnavailable
 from pixgrep.ocrpool import Analysis, OcrPool
-from pixgrep.segments import Segment, build_segments
 from pixgrep.settings import Settings
 from pixgrep.stages import CAPTION, EMBED, BackendUnavailable, Captioner, Embedder, OcrLine
-from pixgrep.store import VectorStore, open_store
+from pixgrep.store import StoreFactory, VectorStore, open_store
 
 log = logging.getLogger("pixgrep.pipeline")
 
@@ -45,37 +48,6 @@ class Outcome:
         self.status = OutcomeStatus(self.status)  # a plain string is accepted, and checked
 
 
-@dataclass
-class _Pending:
-    path: str
-    root: str | None
-    fb: images.FileBytes
-    analysis: Analysis | None = None
-    captions: list[str] = field(default_factory=list)
-    # Other paths with the same bytes seen in this run: linked once this one is done,
-    # each with its own root and stat (its bytes dropped).
-    dups: dict[str, tuple[str | None, images.FileBytes]] = field(default_factory=dict)
-
-    @property
-    def ocr_chars(self) -> int:
-        return sum(len(ln.text) for ln in self.analysis.lines) if self.analysis else 0
-
-    def links(self) -> list[Link]:
-        """This path and its duplicates, as the books link them to the bytes."""
-        out = [_link(self.path, self.root, self.fb)]
-        out += [_link(dup, root, fb) for dup, (root, fb) in self.dups.items()]
-        return out
-
-
-def _link(path: str, root: str | None, fb: images.FileBytes) -> Link:
-    return Link(path, root, fb.digest, fb.size, fb.mtime_ns, fb.inode)
-
-
-def content_source(has_lines: bool, has_captions: bool) -> str:
-    """What an item's text came from: ocr, caption, ocr+caption or none."""
-    return "+".join(x for x, on in (("ocr", has_lines), ("caption", has_captions)) if on) or "none"
-
-
 ProgressFn = Callable[[Outcome], None]
 
 
@@ -88,11 +60,13 @@ class Pipeline:
         store: VectorStore | None = None,
         embedder: Embedder | None = None,
         ocr_workers: int | None = None,
+        store_factory: StoreFactory = open_store,
     ) -> None:
         self.settings = settings
         self.db = db
         self._embedder = embedder
         self._store = store
+        self._open_store = store_factory
         self._captioner: Captioner | None = None
         self._captioner_error: str | None = None
         self.ocr_pool = OcrPool(settings, ocr_workers)
@@ -118,7 +92,7 @@ class Pipeline:
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
-                self._store = open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim)
+                self._store = self._open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim)
             return self._store
 
     @property
@@ -151,7 +125,9 @@ class Pipeline:
         with self._lock:
             if self._store is not None:
                 self._store.close()
-            self._store = open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim, recreate=True)
+            self._store = self._open_store(
+                self.settings, embed_name=self.embedder.name, dim=self.embedder.dim, recreate=True
+            )
 
     def unload_models(self) -> None:
         """Give model memory back (idle unload); stages reload on next use."""
@@ -213,64 +189,44 @@ class Pipeline:
             stale.add("embed")
         return stale
 
+    # Stages after OCR, shared by process and refresh ------------------------------
+    def _caption(self, batch: Sequence[Analysed], load: Callable[[Analysed], bytes | None]) -> list[Analysed]:
+        return stage.caption(
+            batch,
+            self.captioner if self.settings.pipeline.policy != "ocr" else None,
+            wants=self.wants_caption,
+            load=load,
+            max_megapixels=self.settings.image.max_megapixels,
+        )
+
+    def _embed_and_write(self, batch: Sequence[Analysed]) -> None:
+        """segment -> embed -> write to the store; raises StoreUnavailable."""
+        stage.write(stage.embed(stage.segment(batch), self.embedder), self.store)
+
+    # Refresh: re-embed (and re-caption) from the books, no OCR -----------------------
     def refresh(self, hashes: Sequence[str], *, recaption: bool) -> int:
         """Re-embed (and optionally re-caption) contents from their stored OCR lines; no OCR."""
         done = 0
-        for i in range(0, len(hashes), self.settings.pipeline.batch_size):
-            chunk = hashes[i : i + self.settings.pipeline.batch_size]
-            pends: list[_Pending] = []
-            rows = self.db.with_a_path(chunk)
-            stored = {c.hash: c for c, _ in rows}
-            for content, path in rows:
-                lines = [OcrLine.from_json(d) for d in content.lines]
-                fb = images.FileBytes(b"", content.hash, 0, 0, 0)
-                pend = _Pending(
-                    path,
-                    None,
-                    fb,
-                    Analysis(
-                        content.hash,
-                        content.width or 0,
-                        content.height or 0,
-                        lines,
-                        ocr_version=content.versions.get("ocr", ""),
-                    ),
-                )
-                keep_captions = not recaption and bool(content.versions.get("caption_cfg"))
-                pend.captions = content.captions if keep_captions else []
-                pends.append(pend)
-            to_caption = [p for p in pends if recaption and self.wants_caption(p.ocr_chars)]
-            if to_caption and self.captioner is not None:
-                for p in to_caption:
-                    try:
-                        p.fb = images.read_file(p.path)
-                    except (PermanentError, RetryableError) as e:
-                        log.warning("cannot re-read for captioning: %s", e, extra={"file": p.path})
-                ok = [p for p in to_caption if p.fb.data and p.fb.digest == p.analysis.digest]  # type: ignore[union-attr]
-                self._caption(ok, self.captioner)
-            segs = [build_segments(p.analysis.lines, p.captions) for p in pends]  # type: ignore[union-attr]
-            texts = [seg.text for ss in segs for seg in ss]
-            vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-            items, off = [], 0
-            for p, ss in zip(pends, segs, strict=True):
-                items.append((p.analysis.digest, ss, vectors[off : off + len(ss)]))  # type: ignore[union-attr]
-                off += len(ss)
-            self.store.upsert_many(items)
-            records = []
-            for p in pends:
-                a = p.analysis
-                assert a is not None
-                old = stored[a.digest].versions
-                captioned = bool(p.captions) or (p in to_caption and self._captioner is not None)
-                v = self.versions(a.ocr_version, captioned)
-                v["ocr_cfg"] = old.get("ocr_cfg", "")
-                if captioned and p not in to_caption:
-                    v["caption"] = old.get("caption", "")
-                    v["caption_cfg"] = old.get("caption_cfg", "")
-                records.append(Refreshed(a.digest, p.captions, content_source(bool(a.lines), bool(p.captions)), v))
-            done += self.db.record_refreshed(records)
+        size = self.settings.pipeline.batch_size
+        for i in range(0, len(hashes), size):
+            rows = self.db.with_a_path(hashes[i : i + size])
+            stored = {c.hash: c.versions for c, _ in rows}
+            batch = [_from_books(c, path, keep_captions=not recaption) for c, path in rows]
+            if recaption:
+                batch = self._caption(batch, load=_reread)
+            self._embed_and_write(batch)
+            done += self.db.record_refreshed([self._refreshed(a, stored[a.digest]) for a in batch])
         self.store.flush()
         return done
+
+    def _refreshed(self, a: Analysed, old: dict[str, str]) -> Refreshed:
+        captioned = bool(a.captions) or a.captioned
+        v = self.versions(a.analysis.ocr_version, captioned)
+        v["ocr_cfg"] = old.get("ocr_cfg", "")
+        if captioned and not a.captioned:  # kept captions keep the versions that made them
+            v["caption"] = old.get("caption", "")
+            v["caption_cfg"] = old.get("caption_cfg", "")
+        return Refreshed(a.digest, list(a.captions), a.source, v)
 
     # Main entry -------------------------------------------------------------
     def process(
@@ -281,81 +237,21 @@ class Pipeline:
         force: bool = False,
     ) -> list[Outcome]:
         """Index ``paths`` (optionally paired with their root). Never raises for one bad file."""
-        outcomes: list[Outcome] = []
-
-        def done(o: Outcome) -> None:
-            outcomes.append(o)
-            if progress:
-                progress(o)
-
-        batch: list[_Pending] = []
-        inflight: dict[cf.Future[Analysis], _Pending] = {}
-        # Deep enough that the OCR processes keep working while this thread embeds and
-        # upserts a finished batch (about a second for 32 images).
-        max_inflight = max(4, self.ocr_pool.workers * 8)
-        batch_size = self.settings.pipeline.batch_size
-        policy = self.settings.pipeline.policy
-        need_ocr = policy != "caption"
-
-        def fail(pend: _Pending, msg: str, *, retryable: bool) -> None:
-            self._fail_content(pend, msg, retryable=retryable)
-            for path in [pend.path, *pend.dups]:
-                done(Outcome(path, OutcomeStatus.RETRY if retryable else OutcomeStatus.FAILED, pend.fb.digest, msg))
-
-        def drain(block_until: int) -> None:
-            while len(inflight) > block_until:
-                finished, _ = cf.wait(list(inflight), return_when=cf.FIRST_COMPLETED)
-                for fut in finished:
-                    pend = inflight.pop(fut)
-                    try:
-                        pend.analysis = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        self.ocr_pool.restart()
-                        fail(pend, "OCR worker crashed on this image", retryable=True)
-                        continue
-                    except Exception as e:  # an engine bug must not stop the run
-                        log.exception("OCR failed", extra={"file": pend.path})
-                        fail(pend, f"OCR error: {e}", retryable=True)
-                        continue
-                    if pend.analysis.error:
-                        fail(pend, pend.analysis.error, retryable=False)
-                        continue
-                    batch.append(pend)
-                    if len(batch) >= batch_size:
-                        self._finish(batch, done)
-                        batch.clear()
-
-        seen_digests: dict[str, _Pending] = {}
-        warm: threading.Thread | None = None
+        run = _Run(self, progress)
         items = [item if isinstance(item, tuple) else (item, None) for item in paths]
         unchanged = {} if force else self.db.settled_stats([p for p, _ in items])
         try:
             for path, root in items:
-                o, fb = self._prepare(path, root, force, unchanged.get(path))
-                if o is not None:
-                    done(o)
-                    continue
-                assert fb is not None
-                pend = _Pending(path, root, fb)
-                if fb.digest in seen_digests:
-                    # The same bytes twice in one run: link after the first is done.
-                    seen_digests[fb.digest].dups[path] = (root, dataclasses.replace(fb, data=b""))
-                    continue
-                seen_digests[fb.digest] = pend
-                inflight[self.ocr_pool.submit(fb.digest, fb.data, need_ocr)] = pend
-                if warm is None and self.ocr_pool.workers:
-                    # Load the embedder and open the store while the OCR processes work,
-                    # not after the first batch is read (seconds of idle cores otherwise).
-                    warm = threading.Thread(target=self._warm_stages, name="pixgrep-warm", daemon=True)
-                    warm.start()
-                drain(max_inflight)
-            drain(0)
-            if batch:
-                self._finish(batch, done)
+                got = self._prepare(path, root, force, unchanged.get(path))
+                if isinstance(got, Outcome):
+                    run.done(got)
+                else:
+                    run.submit(got)
+            run.drain(0)
+            run.finish()
         finally:
-            if warm is not None:
-                warm.join()
-        return outcomes
+            run.close()
+        return run.outcomes
 
     def _warm_stages(self) -> None:
         try:
@@ -370,8 +266,8 @@ class Pipeline:
         root: str | None,
         force: bool,
         known: tuple[int, int, int, str, str | None] | None = None,
-    ) -> tuple[Outcome | None, images.FileBytes | None]:
-        """Stat and hash; link known content. Returns an outcome if nothing more is needed.
+    ) -> Outcome | Pending:
+        """Stat and hash; link known content. An outcome if nothing more is needed.
 
         ``known`` is the path's booked stat when its content is settled (from
         ``Catalog.settled_stats``): a matching stat means unchanged, with no read.
@@ -380,30 +276,30 @@ class Pipeline:
             st = os.stat(path)
         except FileNotFoundError:
             self.remove_paths([path])
-            return Outcome(path, OutcomeStatus.FAILED, None, "file vanished"), None
+            return Outcome(path, OutcomeStatus.FAILED, None, "file vanished")
         except OSError as e:
             msg = "symlink loop" if e.errno == 40 else (e.strerror or str(e))
             self._path_error(path, root, msg)
-            return Outcome(path, OutcomeStatus.FAILED, None, msg), None
+            return Outcome(path, OutcomeStatus.FAILED, None, msg)
         if known is not None and known[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return Outcome(path, OutcomeStatus.UNCHANGED, known[3], known[4]), None
+            return Outcome(path, OutcomeStatus.UNCHANGED, known[3], known[4])
         try:
             fb = images.read_file(path)
         except PermanentError as e:
             self._path_error(path, root, str(e), failed_at=st)
-            return Outcome(path, OutcomeStatus.FAILED, None, str(e)), None
+            return Outcome(path, OutcomeStatus.FAILED, None, str(e))
         except RetryableError as e:
             if "vanished" in str(e):
                 self.remove_paths([path])
             else:
                 self._path_error(path, root, str(e))
-            return Outcome(path, OutcomeStatus.RETRY, None, str(e)), None
+            return Outcome(path, OutcomeStatus.RETRY, None, str(e))
         content = None if force else self.db.content(fb.digest)
         if content is not None and content.settled:
-            self._forget(self.db.link([_link(path, root, fb)]))
+            self._forget(self.db.link([stage.link_of(path, root, fb)]))
             status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED
-            return Outcome(path, status, fb.digest, content.error), None
-        return None, fb
+            return Outcome(path, status, fb.digest, content.error)
+        return Pending(path, root, fb)
 
     def _path_error(self, path: str, root: str | None, msg: str, *, failed_at: os.stat_result | None = None) -> None:
         """Record an error of the path itself. ``failed_at``: the stat of bytes that failed for good (an empty
@@ -413,90 +309,49 @@ class Pipeline:
         stat = (failed_at.st_size, failed_at.st_mtime_ns, failed_at.st_ino) if failed_at else None
         self.db.record_path_error(path, root, msg, failed_at=stat)
 
-    def _fail_content(self, pend: _Pending, msg: str, *, retryable: bool, quiet: bool = False) -> None:
+    def _fail_content(self, item: Pending, msg: str, *, retryable: bool, quiet: bool = False) -> None:
         if not quiet:
-            log.warning("%s", msg, extra={"file": pend.path})
+            log.warning("%s", msg, extra={"file": item.path})
         orphans = self.db.record_failure(
-            pend.fb.digest,
+            item.digest,
             msg,
             retryable=retryable,
             max_attempts=self.settings.pipeline.max_attempts,
-            links=pend.links(),
+            links=item.links(),
         )
         self._forget(orphans)
 
-    # Batch finish: caption, embed, upsert, record --------------------------------
-    def _finish(self, batch: list[_Pending], done: ProgressFn) -> None:
-        captioner = self.captioner if self.settings.pipeline.policy != "ocr" else None
-        to_caption: list[_Pending] = []
-        for p in batch:
-            assert p.analysis is not None
-            if captioner is not None and self.wants_caption(p.ocr_chars):
-                to_caption.append(p)
-        if to_caption and captioner is not None:
-            self._caption(to_caption, captioner)
-
-        all_segments: list[list[Segment]] = []
-        texts: list[str] = []
-        for p in batch:
-            assert p.analysis is not None
-            segs = build_segments(p.analysis.lines, p.captions)
-            all_segments.append(segs)
-            texts.extend(s.text for s in segs)
+    def _finish(self, batch: Sequence[Analysed]) -> list[Outcome]:
+        """caption -> segment -> embed -> write, then record in the books (vectors first)."""
+        batch = self._caption(batch, load=lambda a: a.item.fb.data)
         try:
-            vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-            items = []
-            offset = 0
-            for p, segs in zip(batch, all_segments, strict=True):
-                items.append((p.fb.digest, segs, vectors[offset : offset + len(segs)]))
-                offset += len(segs)
-            self.store.upsert_many(items)
+            self._embed_and_write(batch)
         except StoreUnavailable as e:
             # One cause for the whole batch: one log line, not one per file.
             log.warning("%s (%d files wait for it)", e, len(batch))
-            for p in batch:
-                self._fail_content(p, str(e), retryable=True, quiet=True)
-                for path in [p.path, *p.dups]:
-                    done(Outcome(path, OutcomeStatus.RETRY, p.fb.digest, str(e)))
-            return
-        records = []
-        for p in batch:
-            a = p.analysis
-            assert a is not None
-            records.append(
-                Indexed(
-                    digest=p.fb.digest,
-                    lines=[ln.to_json() for ln in a.lines],
-                    captions=p.captions,
-                    width=a.width,
-                    height=a.height,
-                    source=content_source(bool(a.lines), bool(p.captions)),
-                    versions=self.versions(a.ocr_version, p in to_caption),
-                    links=p.links(),
-                )
-            )
-        self._forget(self.db.record_indexed(records))
-        for p in batch:
-            done(Outcome(p.path, OutcomeStatus.INDEXED, p.fb.digest))
-            for dup in p.dups:
-                done(Outcome(dup, OutcomeStatus.LINKED, p.fb.digest))
+            out = []
+            for a in batch:
+                self._fail_content(a.item, str(e), retryable=True, quiet=True)
+                out += [Outcome(path, OutcomeStatus.RETRY, a.digest, str(e)) for path in a.item.paths()]
+            return out
+        self._forget(self.db.record_indexed([self._indexed(a) for a in batch]))
+        return [
+            Outcome(path, OutcomeStatus.INDEXED if path == a.item.path else OutcomeStatus.LINKED, a.digest)
+            for a in batch
+            for path in a.item.paths()
+        ]
 
-    def _caption(self, pends: list[_Pending], captioner: Captioner) -> None:
-        ims = []
-        ok = []
-        for p in pends:
-            try:
-                ims.append(images.decode(p.fb.data, max_megapixels=self.settings.image.max_megapixels))
-                ok.append(p)
-            except PermanentError:
-                continue
-        try:
-            caps = captioner.caption(ims)
-        except Exception as e:
-            log.error("captioning a batch of %d failed: %s", len(ims), e)
-            return
-        for p, c in zip(ok, caps, strict=True):
-            p.captions = list(c) + p.captions
+    def _indexed(self, a: Analysed) -> Indexed:
+        return Indexed(
+            digest=a.digest,
+            lines=[ln.to_json() for ln in a.analysis.lines],
+            captions=list(a.captions),
+            width=a.analysis.width,
+            height=a.analysis.height,
+            source=a.source,
+            versions=self.versions(a.analysis.ocr_version, a.captioned),
+            links=a.item.links(),
+        )
 
     # Removal and moves ---------------------------------------------------------
     def _forget(self, orphans: Sequence[str]) -> list[str]:
@@ -565,3 +420,100 @@ class Pipeline:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+# --------------------------------------------------------------------------
+# One run of process(): OCR futures in flight, the batch being filled
+
+
+class _Run:
+    def __init__(self, pipeline: Pipeline, progress: ProgressFn | None) -> None:
+        self.p = pipeline
+        self.progress = progress
+        self.outcomes: list[Outcome] = []
+        self.batch: list[Analysed] = []
+        self.inflight: dict[cf.Future[Analysis], Pending] = {}
+        self.seen: dict[str, Pending] = {}
+        self.warm: threading.Thread | None = None
+        # Deep enough that the OCR processes keep working while this thread embeds and
+        # upserts a finished batch (about a second for 32 images).
+        self.max_inflight = max(4, pipeline.ocr_pool.workers * 8)
+        self.need_ocr = pipeline.settings.pipeline.policy != "caption"
+
+    def done(self, *outcomes: Outcome) -> None:
+        for o in outcomes:
+            self.outcomes.append(o)
+            if self.progress:
+                self.progress(o)
+
+    def submit(self, item: Pending) -> None:
+        first = self.seen.get(item.digest)
+        if first is not None:
+            # The same bytes twice in one run: linked when the first is done.
+            first.add_dup(item.path, item.root, item.fb)
+            return
+        self.seen[item.digest] = item
+        pool = self.p.ocr_pool
+        self.inflight[pool.submit(item.digest, item.fb.data, self.need_ocr)] = item
+        if self.warm is None and pool.workers:
+            # Load the embedder and open the store while the OCR processes work,
+            # not after the first batch is read (seconds of idle cores otherwise).
+            self.warm = threading.Thread(target=self.p._warm_stages, name="pixgrep-warm", daemon=True)
+            self.warm.start()
+        self.drain(self.max_inflight)
+
+    def fail(self, item: Pending, msg: str, *, retryable: bool) -> None:
+        self.p._fail_content(item, msg, retryable=retryable)
+        status = OutcomeStatus.RETRY if retryable else OutcomeStatus.FAILED
+        self.done(*(Outcome(path, status, item.digest, msg) for path in item.paths()))
+
+    def _ocr(self, fut: cf.Future[Analysis], item: Pending) -> None:
+        """The OCR stage's result for one item: into the batch, or failed."""
+        try:
+            analysis = fut.result()
+        except cf.process.BrokenProcessPool:
+            self.p.ocr_pool.restart()
+            return self.fail(item, "OCR worker crashed on this image", retryable=True)
+        except Exception as e:  # an engine bug must not stop the run
+            log.exception("OCR failed", extra={"file": item.path})
+            return self.fail(item, f"OCR error: {e}", retryable=True)
+        if analysis.error:
+            return self.fail(item, analysis.error, retryable=False)
+        self.batch.append(Analysed(item, analysis))
+        if len(self.batch) >= self.p.settings.pipeline.batch_size:
+            self.finish()
+
+    def drain(self, block_until: int) -> None:
+        while len(self.inflight) > block_until:
+            finished, _ = cf.wait(list(self.inflight), return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                self._ocr(fut, self.inflight.pop(fut))
+
+    def finish(self) -> None:
+        if self.batch:
+            batch, self.batch = self.batch, []
+            self.done(*self.p._finish(batch))
+
+    def close(self) -> None:
+        if self.warm is not None:
+            self.warm.join()
+
+
+def _from_books(content: Content, path: str, *, keep_captions: bool) -> Analysed:
+    """A stored content as the caption stage's input: its OCR lines, and its captions if kept."""
+    lines = [OcrLine.from_json(d) for d in content.lines]
+    analysis = Analysis(
+        content.hash, content.width or 0, content.height or 0, lines, ocr_version=content.versions.get("ocr", "")
+    )
+    captions = content.captions if keep_captions and content.versions.get("caption_cfg") else []
+    return Analysed(Pending(path, None, images.FileBytes(b"", content.hash, 0, 0, 0)), analysis, tuple(captions))
+
+
+def _reread(a: Analysed) -> bytes | None:
+    """The bytes of a stored content for re-captioning, if its path still holds them."""
+    try:
+        fb = images.read_file(a.item.path)
+    except (PermanentError, RetryableError) as e:
+        log.warning("cannot re-read for captioning: %s", e, extra={"file": a.item.path})
+        return None
+    return fb.data if fb.digest == a.digest else None

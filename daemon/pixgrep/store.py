@@ -516,6 +516,12 @@ class MilvusStore:
                     self._lite_data = None
 
 
+class StoreFactory(Protocol):
+    """Opens the store for an embedder; ``recreate`` drops what it held (``reindex --embeddings``)."""
+
+    def __call__(self, settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> VectorStore: ...
+
+
 def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> MilvusStore:
     return MilvusStore(
         settings.milvus_uri,
