@@ -90,15 +90,27 @@ def copy_corpus(dest: Path, files: list[Path]) -> list[Path]:
     return out
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_for(
+    cond: Callable[[], Any],
+    timeout: float = 60.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.02,
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``cond`` until it returns something truthy, and return that; fail after ``timeout`` seconds.
+
+    The one polling helper of the suite. ``detail`` adds context to the failure (a log tail, a journal).
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         v = cond()
         if v:
             return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        if time.monotonic() > deadline:
+            extra = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+        time.sleep(interval)
 
 
 @pytest.fixture

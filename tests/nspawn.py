@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-import pytest
-
 # The host side, run inside `unshare --mount`: nothing it mounts leaks out.
 _BOOT = r"""
 set -eu
@@ -220,13 +218,10 @@ class Container:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float, interval: float = 0.25) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if check():
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout}s waiting for {what}\n{self.journal(tail=120)}")
-            time.sleep(interval)
+        """conftest.wait_for, with the container's journal on failure."""
+        from conftest import wait_for
+
+        wait_for(check, timeout, what, interval=interval, detail=lambda: self.journal(tail=120))
 
 
 def _container_init(nspawn_pid: int) -> int:

@@ -10,6 +10,9 @@ from pixgrep.catalog import Content
 from pixgrep.settings import load_settings
 from pixgrep.stages import CAPTION
 
+# Real OCR, USE and Milvus Lite (the same logic runs on stubs in test_captions_logic.py).
+pytestmark = pytest.mark.slow
+
 CAPTION.register("fixed", "fake_captioner:FixedCaptioner")
 
 

@@ -4,6 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# A subprocess CLI.
+pytestmark = pytest.mark.slow
+
 
 def _models(env: dict[str, str]) -> tuple[int, list[dict[str, object]]]:
     r = subprocess.run(

@@ -13,6 +13,9 @@ from pixgrep.ocr import RapidOcrEngine
 from pixgrep.ocrpool import OcrPool, make_ocr
 from pixgrep.settings import ConfigError, load_settings
 
+# Real OCR engines.
+pytestmark = pytest.mark.slow
+
 
 def _screenshot(size: tuple[int, int], lines: list[str], font_px: int) -> Image.Image:
     im = Image.new("RGB", size, "white")

@@ -19,6 +19,9 @@ from pixgrep.segments import Segment
 from pixgrep.settings import load_settings
 from pixgrep.store import MilvusStore
 
+# Real OCR, USE and Milvus Lite (the same logic runs on stubs in test_pipeline_logic.py).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def index(home: Path) -> Iterator[Index]:

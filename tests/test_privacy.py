@@ -40,6 +40,7 @@ def _modes(root: Path) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_embedded_milvus_opens_no_tcp_listener(home: Path) -> None:
     """Defect 1: pymilvus serves a .db on 127.0.0.1:<port> unauthenticated; ours is a Unix socket in a 0700 folder."""
     from pixgrep.store import MilvusStore
@@ -65,6 +66,7 @@ def test_embedded_milvus_opens_no_tcp_listener(home: Path) -> None:
     st.close()
 
 
+@pytest.mark.slow
 def test_state_is_private_whatever_the_umask(home: Path, umask_022: None) -> None:
     """Defect 7: with umask 022 the state folder was 0755 and pixgrep.sqlite 0644."""
     from pixgrep.catalog import Catalog

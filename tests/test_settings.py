@@ -50,6 +50,7 @@ def test_missing_explicit_config(tmp_path: Path, home: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
+@pytest.mark.slow
 def test_cli_exits_with_config_code(tmp_path: Path, home: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[search]\nlimit = 'many'\n")

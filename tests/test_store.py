@@ -63,6 +63,7 @@ def _store(home: Path, **kw: object) -> MilvusStore:
     return MilvusStore(str(home / "milvus.db"), collection="c", embed_name="m", dim=DIM, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_documents_and_parts_live_in_two_collections(home: Path) -> None:
     home.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -81,6 +82,7 @@ def test_documents_and_parts_live_in_two_collections(home: Path) -> None:
     st.close()
 
 
+@pytest.mark.slow
 def test_in_memory_index_is_rebuilt_from_milvus_when_it_disagrees(home: Path, caplog: pytest.LogCaptureFixture) -> None:
     home.mkdir(parents=True)
     rng = np.random.default_rng(2)
@@ -102,6 +104,7 @@ def test_in_memory_index_is_rebuilt_from_milvus_when_it_disagrees(home: Path, ca
     st.close()
 
 
+@pytest.mark.slow
 def test_milvus_dense_search_merges_both_collections(home: Path) -> None:
     """The server path's dense search (no in-memory index), on Milvus Lite's engine."""
     home.mkdir(parents=True)
@@ -121,6 +124,7 @@ def test_milvus_dense_search_merges_both_collections(home: Path) -> None:
     st.close()
 
 
+@pytest.mark.slow
 def test_a_collection_from_the_one_collection_layout_asks_for_a_reindex(home: Path) -> None:
     from pymilvus import MilvusClient
 
@@ -135,6 +139,7 @@ def test_a_collection_from_the_one_collection_layout_asks_for_a_reindex(home: Pa
     st.close()
 
 
+@pytest.mark.slow
 def test_a_damaged_in_memory_index_file_is_set_aside_and_rebuilt(home: Path, caplog: pytest.LogCaptureFixture) -> None:
     home.mkdir(parents=True)
     rng = np.random.default_rng(4)

@@ -144,6 +144,7 @@ def test_user_unit_sandbox_needs_private_users() -> None:
 
 
 # Rendering ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_pixgrep_command_is_this_installation() -> None:
     argv = units.pixgrep_command()
     assert Path(argv[0]).is_absolute()
@@ -156,6 +157,7 @@ def test_pixgrep_command_is_this_installation() -> None:
     assert res.returncode == 0 and "version" in res.stdout, res
 
 
+@pytest.mark.slow
 def test_module_fallback_runs_the_cli() -> None:
     res = subprocess.run(
         [sys.executable, "-m", "pixgrep_cli.main", "service", "--help"], capture_output=True, text=True, timeout=60

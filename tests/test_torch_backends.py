@@ -21,6 +21,9 @@ import tiny_models  # noqa: E402
 from pixgrep import stages  # noqa: E402
 from pixgrep.stages import BackendUnavailable  # noqa: E402
 
+# Real torch models (tiny ones, built at test time).
+pytestmark = pytest.mark.slow
+
 PARAPHRASE = ("A cat is sleeping on the sofa.", "A kitten naps on the couch.")
 UNRELATED = "The central bank raised interest rates by half a point."
 

@@ -8,12 +8,12 @@ import hashlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import copy_corpus, corpus_files
+from conftest import copy_corpus, corpus_files, wait_for
 from pixgrep import ocrpool as pipeline_mod
 from pixgrep import scan
 from pixgrep.app import Index
@@ -29,15 +29,6 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 STABLE = 0.3
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # --------------------------------------------------------------------------
@@ -299,6 +290,7 @@ def assert_consistent(st: Stack) -> None:
         assert rows.get(h, 0) == len(segs), f"{h}: {rows.get(h, 0)} Milvus rows for {len(segs)} segments"
 
 
+@pytest.mark.slow
 def test_index_converges_through_copy_move_rename_copy_delete(stack: Stack) -> None:
     st, root = stack, stack.root
     a, b, c = copy_corpus(root, corpus_files(3, stride=97))
@@ -329,6 +321,7 @@ def test_index_converges_through_copy_move_rename_copy_delete(stack: Stack) -> N
     assert len(st.ocr_digests) == n_ocr + 1
 
 
+@pytest.mark.slow
 def test_half_written_file_is_never_read(stack: Stack) -> None:
     st = stack
     big = max(corpus_files(1000), key=lambda p: p.stat().st_size)
@@ -345,6 +338,7 @@ def test_half_written_file_is_never_read(stack: Stack) -> None:
     assert st.ocr_digests == [final], "only the complete file may reach OCR"
 
 
+@pytest.mark.slow
 def test_move_whose_ends_both_vanished_forgets_them(stack: Stack) -> None:
     st = stack
     (st.root / "d").mkdir()
@@ -357,6 +351,7 @@ def test_move_whose_ends_both_vanished_forgets_them(stack: Stack) -> None:
     assert _milvus_rows(st) == {}
 
 
+@pytest.mark.slow
 def test_a_vanished_watched_folder_keeps_its_index(stack: Stack) -> None:
     st = stack
     copy_corpus(st.root, corpus_files(1, offset=21))

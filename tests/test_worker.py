@@ -10,20 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from pixgrep.catalog import Catalog, OutcomeStatus
 from pixgrep.errors import StoreUnavailable
 from pixgrep.pipeline import Outcome
 from pixgrep.service.queue import Job, WorkQueue
 from pixgrep.service.worker import Worker
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class FakeStore:
