@@ -29,7 +29,8 @@ import pytest
 from nspawn import Container, open_path_for, unavailable
 from pixgrep_cli import units
 
-pytestmark = [pytest.mark.systemd, pytest.mark.timeout(300)]
+# Starts the daemon under systemd in a container.
+pytestmark = [pytest.mark.slow, pytest.mark.systemd, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)  # the venv's python: not resolved, or the venv is lost
