@@ -254,8 +254,21 @@ class Worker(StoppableThread):
         return changed + self.stable_seconds
 
     def _upsert(self, items: Sequence[Item]) -> int:
-        if not items:
+        """Run the pipeline on upserts that are ready; returns how many images were newly indexed."""
+        ready = self._ready(items)
+        if not ready:
             return 0
+        by_path: dict[str, Item] = {it.path: it for it in ready}
+        self.current = list(by_path)
+        outcomes: dict[str, Outcome] = {}
+        for force in (False, True):
+            group = [it for it in ready if (it.op == QueueOp.FORCE) == force]
+            for it in self._process(group, outcomes, force=force):
+                by_path.pop(it.path, None)
+        return self._settle(by_path, outcomes)
+
+    def _ready(self, items: Sequence[Item]) -> list[Item]:
+        """The items whose files are stable; the others are deferred without counting an attempt."""
         ready: list[Item] = []
         for it in items:
             until = self._unsettled(it)
@@ -263,58 +276,52 @@ class Worker(StoppableThread):
                 self.queue.defer(it, until)
             else:
                 ready.append(it)
-        if not ready:
-            return 0
-        by_path: dict[str, Item] = {it.path: it for it in ready}
-        forced = [it for it in ready if it.op == QueueOp.FORCE]
-        plain = [it for it in ready if it.op != QueueOp.FORCE]
-        outcomes: dict[str, Outcome] = {}
-        self.current = list(by_path)
+        return ready
 
-        def progress(o: Outcome) -> None:
-            outcomes[o.path] = o
+    def _process(self, group: list[Item], outcomes: dict[str, Outcome], *, force: bool) -> list[Item]:
+        """Run the pipeline on one group, filling ``outcomes``; returns the items already sent to retry."""
+        if not group:
+            return []
+        try:
+            self.pipeline.process(
+                [(it.path, self._root_of(it.path)) for it in group],
+                progress=lambda o: outcomes.__setitem__(o.path, o),
+                force=force,
+            )
+            return []
+        except RetryableError as e:
+            # e.g. Milvus went away while linking a duplicate: the whole group waits.
+            error = str(e)
+        except Exception as e:
+            log.exception("batch of %d failed", len(group))
+            error = f"{type(e).__name__}: {e}"
+        retried = [it for it in group if it.path not in outcomes]
+        for it in retried:
+            self._note_error(it.path, error)
+            self.queue.retry(it, error)
+        return retried
 
-        for group, force in ((plain, False), (forced, True)):
-            if not group:
-                continue
-            try:
-                self.pipeline.process(
-                    [(it.path, self._root_of(it.path)) for it in group], progress=progress, force=force
-                )
-            except RetryableError as e:
-                # e.g. Milvus went away while linking a duplicate: the whole group waits.
-                for it in group:
-                    if it.path not in outcomes:
-                        self._note_error(it.path, str(e))
-                        self.queue.retry(it, str(e))
-                        by_path.pop(it.path, None)
-            except Exception as e:
-                log.exception("batch of %d failed", len(group))
-                for it in group:
-                    if it.path not in outcomes:
-                        self._note_error(it.path, f"{type(e).__name__}: {e}")
-                        self.queue.retry(it, f"{type(e).__name__}: {e}")
-                        by_path.pop(it.path, None)
-
+    def _settle(self, by_path: dict[str, Item], outcomes: dict[str, Outcome]) -> int:
+        """Queue rows follow the outcomes: recorded ones are done (with their reason), the rest retry."""
         done: list[Item] = []
         notes: dict[int, str] = {}
         n_indexed = 0
         for path, it in by_path.items():
             o = outcomes.get(path)
-            if o is None or o.status.recorded:
-                done.append(it)
-                if o is not None and o.status == OutcomeStatus.FAILED and o.error:
-                    notes[it.id] = o.error
-                    if o.error != "file vanished":
-                        self.stats.failed += 1
-                        self._note_error(path, o.error)
-                if o is not None and o.status == OutcomeStatus.INDEXED:
-                    n_indexed += 1
-                elif o is not None and o.status == OutcomeStatus.LINKED:
-                    self.stats.linked += 1
-            else:  # retry
+            if o is not None and not o.status.recorded:
                 self._note_error(path, o.error or "retry")
                 self.queue.retry(it, o.error or "retry")
+                continue
+            done.append(it)
+            if o is None:
+                continue
+            if o.status == OutcomeStatus.FAILED and o.error:
+                notes[it.id] = o.error
+                if o.error != "file vanished":
+                    self.stats.failed += 1
+                    self._note_error(path, o.error)
+            n_indexed += o.status == OutcomeStatus.INDEXED
+            self.stats.linked += o.status == OutcomeStatus.LINKED
         self.queue.done(done, note=notes)
         self.stats.indexed += n_indexed
         return n_indexed
