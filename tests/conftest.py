@@ -90,6 +90,34 @@ def copy_corpus(dest: Path, files: list[Path]) -> list[Path]:
     return out
 
 
+def store_mismatches(contents: dict[str, tuple[str, list[Any], list[str]]], store: Any) -> list[str]:
+    """Where the vector stores disagree with the books: Milvus and, beside Lite, the local dense index.
+
+    ``contents``: hash -> (status, lines, captions) from the books. A done content must have exactly the
+    rows of its segments in each store; any other hash must have none. [] when everything agrees.
+    """
+    from pixgrep.segments import build_segments
+    from pixgrep.stages import OcrLine
+
+    want = {
+        h: len(build_segments([OcrLine.from_json(d) for d in lines], caps))
+        for h, (status, lines, caps) in contents.items()
+        if status == "done"
+    }
+    stores = {"Milvus": store.segments_per_content()}
+    local = getattr(store, "local", None)
+    if local is not None:
+        stores["the local dense index"] = local.segments_per_content()
+        if local.count() != sum(stores["the local dense index"].values()):
+            stores["the local dense index (in memory)"] = {"?": local.count()}
+    return [
+        f"{name}: content {h} has {per_hash.get(h, 0)} rows, the books want {want.get(h, 0)}"
+        for name, per_hash in stores.items()
+        for h in sorted(set(want) | set(per_hash))
+        if per_hash.get(h, 0) != want.get(h, 0)
+    ]
+
+
 def wait_for(
     cond: Callable[[], Any],
     timeout: float = 60.0,

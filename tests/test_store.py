@@ -44,7 +44,7 @@ def test_local_index_replace_delete_search_and_reopen(tmp_path: Path) -> None:
     # Replacing a content swaps all its rows; the old vectors no longer match.
     a2 = _unit(rng, 2)
     ix.replace([("a", _segs("a")[:2], a2)])
-    assert ix.count() == 6
+    assert ix.count() == 6 and ix.segments_per_content() == {"a": 2, "b": 4}
     assert all(h.text != "a caption" for h in ix.search(a[3], 10))
     assert ix.search(a2[1], 1)[0].kind == "region"
     ix.delete(["b", "missing"])
@@ -52,7 +52,7 @@ def test_local_index_replace_delete_search_and_reopen(tmp_path: Path) -> None:
     ix.close()
 
     again = LocalDenseIndex(path, DIM)  # persisted: a reopen is a bulk read, no Milvus needed
-    assert again.count() == 2
+    assert again.count() == 2 and again.segments_per_content() == {"a": 2}
     assert again.search(a2[0], 1)[0].text == "a whole"
     again.clear()
     assert again.count() == 0 and again.search(a2[0], 5) == []

@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import copy_corpus, corpus_files, wait_for
+from conftest import copy_corpus, corpus_files, store_mismatches, wait_for
 from pixgrep import ocrpool as pipeline_mod
 from pixgrep import scan
 from pixgrep.app import Index
-from pixgrep.catalog import Catalog, Content, PathEntry
+from pixgrep.catalog import Catalog
 from pixgrep.images import content_hash
-from pixgrep.segments import build_segments
 from pixgrep.service.queue import Job, WorkQueue
 from pixgrep.service.watcher import Folder, StabilityGate, Watcher
 from pixgrep.service.worker import Worker
 from pixgrep.settings import Settings, load_settings
-from pixgrep.stages import OcrLine
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -269,25 +267,21 @@ def converged(st: Stack) -> bool:
     if st.queue.depth()["pending"] or st.queue.depth()["processing"] or st.watcher.gate.waiting():
         return False
     disk = _disk(st.root)
-    with st.index.db.session() as s:
-        books = {p.path: p.content_hash for p in s.query(PathEntry)}
-        contents = {c.hash: c for c in s.query(Content)}
+    books = st.index.db.paths()
+    contents = {c.hash: c for c in st.index.db.contents()}
     if books != disk:
         return False
     return set(contents) == set(disk.values()) and all(c.status == "done" for c in contents.values())
 
 
 def assert_consistent(st: Stack) -> None:
-    """The books match the disk and Milvus holds exactly the segments of the live contents."""
+    """The books match the disk; Milvus and the local dense index hold exactly the segments of the live contents."""
     wait_for(lambda: converged(st), timeout=60, what="the index to converge to the disk")
-    with st.index.db.session() as s:
-        contents = {
-            c.hash: build_segments([OcrLine.from_json(d) for d in c.lines], c.captions) for c in s.query(Content)
-        }
-    rows = _milvus_rows(st)
-    assert set(rows) <= set(contents), "vectors of contents that no path points at"
-    for h, segs in contents.items():
-        assert rows.get(h, 0) == len(segs), f"{h}: {rows.get(h, 0)} Milvus rows for {len(segs)} segments"
+    store = st.index.pipeline.store
+    assert getattr(store, "local", None) is not None, "Milvus Lite keeps a local dense index"
+    store.flush()
+    contents = {c.hash: (c.status, c.lines, c.captions) for c in st.index.db.contents()}
+    assert store_mismatches(contents, store) == []
 
 
 @pytest.mark.slow
@@ -361,6 +355,5 @@ def test_a_vanished_watched_folder_keeps_its_index(stack: Stack) -> None:
     st.root.rename(away)  # looks like an unmounted drive
     st.queue.put([Job(str(st.root), "delete")])
     wait_for(lambda: st.queue.depth()["pending"] + st.queue.depth()["processing"] == 0, what="the delete")
-    with st.index.db.session() as s:
-        assert s.query(PathEntry).count() == 1
+    assert len(st.index.db.paths()) == 1
     away.rename(st.root)

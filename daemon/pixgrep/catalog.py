@@ -1119,6 +1119,10 @@ class VectorFile:
             out.update({r[0]: r[1:] for r in self._db.execute(sql, chunk)})
         return out
 
+    def counts(self) -> dict[str, int]:
+        """content_hash -> its rows."""
+        return dict(self._db.execute("SELECT content_hash, COUNT(*) FROM seg GROUP BY content_hash").fetchall())
+
     def clear(self) -> None:
         self._db.execute("DELETE FROM seg")
 

@@ -53,6 +53,11 @@ class LocalDenseIndex:
         with self._lock:
             return int(self._index.ntotal)  # type: ignore[attr-defined]
 
+    def segments_per_content(self) -> dict[str, int]:
+        """content_hash -> its rows (as persisted; the in-memory index holds ``count()`` of them)."""
+        with self._lock:
+            return self._file.counts()
+
     def known(self, hashes: Sequence[str]) -> list[str]:
         """The hashes that have rows here (and so in Milvus, which this index mirrors)."""
         with self._lock:
