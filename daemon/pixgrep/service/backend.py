@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixgrep.app import Index, reindex, retry_failed
 from pixgrep.app import status as books_status
+from pixgrep.catalog import QueueOp
 from pixgrep.forget import ForgetRefused
 from pixgrep.forget import forget as forget_tree
 from pixgrep.forget import plan as forget_plan
@@ -215,7 +216,7 @@ class DaemonBackend:
         if failed or not (stale or embeddings or all):
             paths = retry_failed(index)
             n = sup.queue.requeue_failed()
-            n += sup.queue.put(Job(p, "force") for p in paths)
+            n += sup.queue.put(Job(p, QueueOp.FORCE) for p in paths)
             out["queued"] = n
         return out
 
