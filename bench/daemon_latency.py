@@ -70,19 +70,12 @@ def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
             v /= np.linalg.norm(v, axis=1, keepdims=True)
             items.append((h, segs, v))
             rows_c.append((h, full))
-            rows_p.append((f"/synthetic/{i // 1000:03d}/img{i:07d}.jpg".encode(), h, i))
+            rows_p.append((f"/synthetic/{i // 1000:03d}/img{i:07d}.jpg", h, i))
         store.upsert_many(items)
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO contents (hash, status, source, text, lines_json, captions_json, versions_json, retryable, "
-                "attempts, created_at, updated_at) VALUES (?, 'done', 'ocr', ?, '[]', '[]', '{}', 0, 1, 0, 0)",
-                rows_c,
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO paths (path, content_hash, size, mtime_ns, inode, attempts, seen_at) "
-                "VALUES (?, ?, 1, 1, ?, 0, 0)",
-                rows_p,
-            )
+        db.seed(
+            [{"hash": h, "status": "done", "source": "ocr", "text": full, "attempts": 1} for h, full in rows_c],
+            [{"path": p, "content_hash": h, "size": 1, "mtime_ns": 1, "inode": ino} for p, h, ino in rows_p],
+        )
     store.flush()
     store.close()
     db.close()

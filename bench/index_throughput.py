@@ -61,13 +61,11 @@ def pixgrep_index(folder: Path, home: Path) -> float:
 
 
 def pixgrep_texts(home: Path) -> dict[str, str]:
-    from pixgrep.catalog import Catalog, Content, PathEntry
-    from sqlalchemy import select
+    from pixgrep.catalog import Catalog
 
     db = Catalog(home / "pixgrep.sqlite")
-    with db.session() as s:
-        rows = s.execute(select(PathEntry.path, Content.text).join(Content, Content.hash == PathEntry.content_hash))
-        out = {Path(p).name: t for p, t in rows}
+    texts = {c.hash: c.text for c in db.contents()}
+    out = {Path(p).name: texts[h] for p, h in db.paths().items() if h in texts}
     db.close()
     return out
 

@@ -45,16 +45,13 @@ def make_tree(root: Path, n: int, per_dir: int = 1000) -> list[tuple[bytes, str,
 
 
 def book(db: Catalog, rows: list[tuple[bytes, str, int, int, int]]) -> None:
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO contents (hash, status, text, lines_json, captions_json, versions_json, retryable, attempts, "
-            "created_at, updated_at) VALUES (?, 'done', '', '[]', '[]', '{}', 0, 1, 0, 0)",
-            [(r[1],) for r in rows],
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO paths (path, content_hash, size, mtime_ns, inode, attempts, seen_at) VALUES (?, ?, ?, ?, ?, 0, 0)",
-            rows,
-        )
+    db.seed(
+        [{"hash": h, "status": "done", "attempts": 1} for h in dict.fromkeys(r[1] for r in rows)],
+        [
+            {"path": os.fsdecode(p), "content_hash": h, "size": size, "mtime_ns": mtime, "inode": ino}
+            for p, h, size, mtime, ino in rows
+        ],
+    )
 
 
 def via_daemon(home: Path, root: Path, timeout: float = 300) -> float:

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert
 
 HERE = Path(__file__).resolve().parent
 PEER = HERE.parents[1] / "shared" / "corpus" / "memes_peer_easyocr.csv"
@@ -56,7 +55,7 @@ def segments_of(picked: list[str], rng: random.Random) -> list:
 
 
 def populate(home: Path, n: int, lines: list[str], rng: random.Random) -> int:
-    from pixgrep.catalog import Catalog, Content, PathEntry
+    from pixgrep.catalog import Catalog
     from pixgrep.settings import load_settings
     from pixgrep.store import open_store
 
@@ -79,9 +78,7 @@ def populate(home: Path, n: int, lines: list[str], rng: random.Random) -> int:
             contents.append({"hash": h, "status": "done", "source": "ocr", "text": full})
             paths.append({"path": f"/synthetic/{i}.jpg", "content_hash": h, "size": 1, "mtime_ns": 1, "inode": i})
         store.upsert_many(items)
-        with db.session() as s:
-            s.execute(insert(Content), contents)
-            s.execute(insert(PathEntry), paths)
+        db.seed(contents, paths)
     store.flush()
     rows = store.count()
     store.close()
