@@ -79,6 +79,6 @@ def test_an_inline_pool_loads_its_engine_only_when_it_ocrs(tmp_path: Path, home:
 
     with Index(load_settings(), ocr_workers=0) as ix:
         assert ix.search("anything") == []
-        assert ix.pipeline.ocr_pool._inline_engine is None  # a daemon-less search pays no OCR model load
+        assert not ix.pipeline.ocr_pool.loaded  # a daemon-less search pays no OCR model load
         ix.pipeline.process([str(render(tmp_path / "a.png", ["第一次辨識"]))])
-        assert ix.pipeline.ocr_pool._inline_engine is not None
+        assert ix.pipeline.ocr_pool.loaded

@@ -158,6 +158,12 @@ class OcrPool:
             with self._runs_lock:
                 self.runs += 1
 
+    @property
+    def loaded(self) -> bool:
+        """Whether an OCR engine has been loaded (inline) or its processes started."""
+        with self._lock:
+            return self._inline_engine is not None or self._executor is not None
+
     def _ensure(self) -> cf.Executor:
         with self._lock:
             if self._executor is None:

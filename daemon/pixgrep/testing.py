@@ -18,15 +18,15 @@ import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
 from pixgrep.segments import Hit, Segment
-from pixgrep.stages import CAPTION, EMBED, OCR, OcrLine
-from pixgrep.store import DOC_KINDS, StoreItem
+from pixgrep.stages import CAPTION, EMBED, OCR, Captioner, Embedder, OcrEngine, OcrLine
+from pixgrep.store import DOC_KINDS, StoreFactory, StoreItem, VectorStore
 
 LINE_HEIGHT = 20  # pixels per text line in a text_image, so regions() sees adjacent lines
 
@@ -230,3 +230,10 @@ class StubStores:
 OCR.register("stub", "pixgrep.testing:StubOcrEngine")
 EMBED.register("stub", "pixgrep.testing:StubEmbedder")
 CAPTION.register("stub", "pixgrep.testing:StubCaptioner")
+
+if TYPE_CHECKING:  # the stubs stand behind the real Protocols (mypy checks it)
+    _store: VectorStore = StubStore()
+    _factory: StoreFactory = StubStores()
+    _ocr: OcrEngine = StubOcrEngine()
+    _embedder: Embedder = StubEmbedder()
+    _captioner: Captioner = StubCaptioner()
