@@ -78,6 +78,7 @@ class _Books:
 
 
 def _books(index: Index) -> _Books:
+    from pixgrep.catalog import ContentStatus
     from pixgrep.segments import build_segments
     from pixgrep.stages import OcrLine
 
@@ -86,7 +87,7 @@ def _books(index: Index) -> _Books:
     done: dict[str, int] = {}
     other: set[str] = set()
     for h, (status, lines, captions) in contents.items():
-        if status == "done":
+        if status == ContentStatus.DONE:
             done[h] = len(build_segments([OcrLine.from_json(d) for d in lines], captions))
         else:
             other.add(h)

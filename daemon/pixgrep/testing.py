@@ -163,6 +163,9 @@ class StubStore:
             for h in hashes:
                 self.unflushed += len(self.rows.pop(h, ([], None))[0])
 
+    def purge(self, hashes: Sequence[str]) -> None:
+        self.delete(hashes)
+
     def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
         self._check("search")
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
