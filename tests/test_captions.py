@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 from fake_captioner import FixedCaptioner
 from imgs import blank, render
-from pixgrep import ocrpool as pl
 from pixgrep.app import Index, index_paths, reindex
 from pixgrep.catalog import Content
 from pixgrep.settings import load_settings
@@ -84,17 +83,10 @@ def test_broken_captioner_is_logged_not_fatal(home: Path, pics: Path, caplog: py
 
 
 def test_reindex_stale_reruns_only_changed_stages(home: Path, pics: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ocr_calls: list[int] = []
-    real = pl.analyze
-
-    def counting(digest: str, data: bytes, do_ocr: bool = True) -> pl.Analysis:
-        ocr_calls.append(1)
-        return real(digest, data, do_ocr)
-
-    monkeypatch.setattr(pl, "analyze", counting)
+    # Images OCR'd: each Index's pool counts its own runs.
     with Index(_settings("auto"), ocr_workers=0) as ix:  # type: ignore[arg-type]
         index_paths(ix, [str(pics)])
-        assert len(ocr_calls) == 3
+        assert ix.pipeline.ocr_pool.runs == 3
         r = reindex(ix, stale=True)
         assert (r.ocr, r.caption, r.embed) == (0, 0, 0)
 
@@ -102,7 +94,7 @@ def test_reindex_stale_reruns_only_changed_stages(home: Path, pics: Path, monkey
     with Index(_settings("auto", num_beams=5), ocr_workers=0) as ix:  # type: ignore[arg-type]
         r = reindex(ix, stale=True)
         assert (r.ocr, r.caption) == (0, 2)  # only the captioner's settings changed
-        assert len(ocr_calls) == 3 and FixedCaptioner.calls == [2]
+        assert ix.pipeline.ocr_pool.runs == 0 and FixedCaptioner.calls == [2]
         assert ix.search("cat on a keyboard", limit=1)[0].path == str(pics / "cat.png")
 
     with Index(
@@ -112,7 +104,7 @@ def test_reindex_stale_reruns_only_changed_stages(home: Path, pics: Path, monkey
         ocr_workers=0,
     ) as ix:
         r = reindex(ix, stale=True)
-        assert r.ocr == 3 and len(ocr_calls) == 6  # OCR settings changed: OCR re-runs
+        assert r.ocr == 3 and ix.pipeline.ocr_pool.runs == 3  # OCR settings changed: OCR re-runs
         assert reindex(ix, stale=True).ocr == 0
 
 

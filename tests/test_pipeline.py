@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import wait_for
 from imgs import blank, render
-from pixgrep import ocrpool as pl
 from pixgrep.app import Index, index_paths, status
 from pixgrep.catalog import Content, PathEntry
 from pixgrep.errors import EmbeddingMismatch
@@ -30,18 +29,19 @@ def index(home: Path) -> Iterator[Index]:
     ix.close()
 
 
+class _Runs:
+    """len() is how many images the index's OCR pool has run (its public count)."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.pipeline.ocr_pool.runs
+
+
 @pytest.fixture
-def ocr_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts OCR engine calls made in this process (inline OCR, ocr_workers=0)."""
-    calls: list[int] = []
-    real = pl.analyze
-
-    def counting(digest: str, data: bytes, do_ocr: bool = True) -> pl.Analysis:
-        calls.append(1)
-        return real(digest, data, do_ocr)
-
-    monkeypatch.setattr(pl, "analyze", counting)
-    return calls
+def ocr_calls(index: Index) -> _Runs:
+    return _Runs(index)
 
 
 def _rows(index: Index, content_hash: str) -> int:
@@ -83,7 +83,7 @@ def test_index_and_search_rendered_text(tmp_path: Path, index: Index) -> None:
         assert all(0 < line["score"] <= 1 for line in c.lines)
 
 
-def test_incremental_duplicates_moves_deletes(tmp_path: Path, index: Index, ocr_calls: list[int]) -> None:
+def test_incremental_duplicates_moves_deletes(tmp_path: Path, index: Index, ocr_calls: _Runs) -> None:
     d = tmp_path / "pics"
     a = render(d / "a.png", ["第一張圖片"])
     render(d / "b.png", ["second picture"])
@@ -263,7 +263,7 @@ def test_tesseract_backend(tmp_path: Path, home: Path) -> None:
             assert "中文" in c.text or "識別" in c.text or "识别" in c.text, c.text
 
 
-def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, ocr_calls: list[int]) -> None:
+def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, ocr_calls: _Runs) -> None:
     d = tmp_path / "pics"
     a = render(d / "a.png", ["同一張圖"])
     shutil.copyfile(a, d / "b.png")
