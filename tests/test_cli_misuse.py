@@ -122,3 +122,43 @@ def test_index_with_milvus_down_from_the_start_says_so_briefly_and_exits_69(home
     assert "3 files: 0 indexed" in r.stdout
     assert "Traceback" not in r.stderr and len(r.stderr) < 2000, r.stderr
     assert "3 files wait for the vector store" in r.stderr
+
+
+def _attempts(home: Path, path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{home / 'pixgrep.sqlite'}?mode=ro", uri=True, timeout=30) as c:
+        row = c.execute("SELECT attempts FROM paths WHERE path = ?", (os.fsencode(str(path)),)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.slow
+def test_the_daemon_lists_a_failure_once_refuses_a_missing_path_and_leaves_an_empty_file_alone(
+    home: Path, tmp_path: Path
+) -> None:
+    from conftest import copy_corpus, corpus_files, wait_for
+    from test_daemon import DaemonProc, cli
+
+    env = dict(os.environ, PIXGREP_OCR__WORKERS="1", PIXGREP_WATCH__STABLE_SECONDS="0.3")
+    pics = tmp_path / "pics"
+    copy_corpus(pics, corpus_files(1, stride=307))
+    (pics / "empty.png").write_bytes(b"")
+    cli(env, "watch", str(pics))
+    for run in range(2):
+        d = DaemonProc(env, tmp_path / f"daemon{run}.log")
+        d.start()
+        try:
+            wait_for(lambda d=d: d.api("GET", "/v1/status")["counts"]["indexed"] == 1, 120, "the good image")
+            wait_for(lambda: _attempts(home, pics / "empty.png") >= 1, 60, "the empty file's failure")
+            failures = d.api("GET", "/v1/status?failed=1")["failures"]
+            assert [f["path"] for f in failures] == [str(pics / "empty.png")], failures
+            r = cli(env, "status", "--failed")
+            assert r.stdout.count("empty.png") == 1, r.stdout
+            # The API itself refuses a path that neither exists nor was ever indexed.
+            body = {"paths": [str(tmp_path / "nope")], "force": False}
+            assert "no such file or folder" in d.api("POST", "/v1/index", json=body)["error"]
+            wait_for(lambda d=d: d.api("GET", "/v1/status")["counts"]["queue_pending"] == 0, 60, "an idle queue")
+        finally:
+            d.kill()
+    # The second start's rescan did not queue the unchanged empty file again.
+    assert _attempts(home, pics / "empty.png") == 1

@@ -333,12 +333,18 @@ def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
     )
     if d.get("images_per_second") is not None:
         click.echo(f"rate:     {d['images_per_second']:.2f} images/s")
-    for e in d.get("last_errors", []) or []:
-        click.echo(f"error:    {e}")
-    if failed:
-        for f in info.get("failures", []):
-            click.echo(f"  {f['path']}: {f['error']} (attempts {f['attempts']})")
+    _print_errors(d.get("last_errors") or [], info.get("failures", []) if failed else [])
     return 0
+
+
+def _print_errors(recent: list[str], failures: list[dict[str, Any]]) -> None:
+    """The daemon's recent errors, then with --failed every failure: each one once (issue 9, defect 9)."""
+    listed = {f"{f['path']}: {f['error']}" for f in failures}
+    for e in recent:
+        if e not in listed:
+            click.echo(f"error:    {e}")
+    for f in failures:
+        click.echo(f"  {f['path']}: {f['error']} (attempts {f['attempts']})")
 
 
 def run_models(settings: Settings, *, as_json: bool) -> int:

@@ -100,13 +100,13 @@ class DaemonBackend:
         info["watched"] = sup.watchlist.paths()
         info["daemon"] = self._daemon_info()
         if failed:
-            # A path the books list already failed in the queue too: list each failure once.
-            listed = {f["path"] for f in info.get("failures", [])}
-            info.setdefault("failures", []).extend(
-                {"path": f["path"], "error": f["error"] or "failed", "attempts": f["attempts"]}
-                for f in sup.queue.failures()
-                if f["path"] not in listed
-            )
+            # A path can fail in the books and in the queue, and in several queue rows: list each once.
+            out = info.setdefault("failures", [])
+            listed = {f["path"] for f in out}
+            for f in sup.queue.failures():
+                if f["path"] not in listed:
+                    listed.add(f["path"])
+                    out.append({"path": f["path"], "error": f["error"] or "failed", "attempts": f["attempts"]})
         return info
 
     def _daemon_info(self) -> dict[str, Any]:
