@@ -162,3 +162,53 @@ def test_the_daemon_lists_a_failure_once_refuses_a_missing_path_and_leaves_an_em
             d.kill()
     # The second start's rescan did not queue the unchanged empty file again.
     assert _attempts(home, pics / "empty.png") == 1
+
+
+# Runs `pixgrep index` with the Milvus server SIGKILLed just before the second batch's upsert.
+_MID_RUN = r"""
+import os, signal, sys
+from pixgrep.store import MilvusStore
+real, calls, server_pid = MilvusStore.upsert_many, [], int(sys.argv[1])
+def flaky(self, items):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(server_pid, signal.SIGKILL)
+    return real(self, items)
+MilvusStore.upsert_many = flaky
+sys.argv = ["pixgrep", "index", sys.argv[2]]
+from pixgrep_cli.main import run
+run()
+"""
+
+
+@pytest.mark.slow
+def test_a_milvus_failure_mid_run_prints_a_summary_not_tracebacks(home: Path, tmp_path: Path) -> None:
+    from conftest import copy_corpus, corpus_files
+    from faultkit import MilvusServer
+
+    pics = tmp_path / "pics"
+    copy_corpus(pics, corpus_files(4, stride=89))
+    server = MilvusServer(tmp_path / "milvus")
+    server.start()
+    try:
+        assert server.proc is not None
+        env = dict(
+            os.environ,
+            PIXGREP_MILVUS__URI=server.uri,
+            PIXGREP_MILVUS__TIMEOUT="3",
+            PIXGREP_PIPELINE__BATCH_SIZE="2",
+            PIXGREP_OCR__WORKERS="1",
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", _MID_RUN, str(server.proc.pid), str(pics)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+    finally:
+        server.stop(hard=True)
+    assert r.returncode == ExitCode.UNAVAILABLE, r.stdout + r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and len(r.stderr) < 3000, r.stderr[-3000:]
+    assert "4 files: 2 indexed" in r.stdout, r.stdout + r.stderr
+    assert "2 files wait for the vector store" in r.stderr

@@ -107,17 +107,17 @@ def _index_summary(report: Any) -> int:
         f"{report.removed} removed ({report.seconds:.1f}s, {rate:.1f} img/s)"
     )
     store_down = [e for _, e in report.errors if e.startswith("Milvus")]
-    if store_down:
+    cause = store_down[0] if store_down else report.store_error
+    if cause:
         # A store outage is one cause, not N failures: say it once (issue 9, defect 9).
-        _err(
-            f"{len(store_down)} files wait for the vector store: {store_down[0]}; run `pixgrep index` again when it is up"
-        )
+        waiting = f"{len(store_down)} files wait for the vector store: " if store_down else ""
+        _err(f"{waiting}{cause}; run `pixgrep index` again when it is up")
     others = [(p, e) for p, e in report.errors if not e.startswith("Milvus")]
     for path, error in others[:10]:
         click.echo(f"  {path}: {error}", err=True)
     if len(others) > 10:
         click.echo(f"  … and {len(others) - 10} more: `pixgrep status --failed`", err=True)
-    return int(ExitCode.UNAVAILABLE) if store_down else 0
+    return int(ExitCode.UNAVAILABLE) if cause else 0
 
 
 def _search_problem(query: str, limit: int | None, montage: str | None) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pixgrep import scan
 from pixgrep.catalog import Catalog, ContentStatus, OutcomeStatus
+from pixgrep.errors import StoreUnavailable
 from pixgrep.pipeline import Outcome, Pipeline
 from pixgrep.private import private_state
 from pixgrep.search import Result
@@ -84,6 +85,8 @@ class IndexReport:
     removed: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # The vector store failed after the files were processed (the final flush): the run still has a summary.
+    store_error: str | None = None
 
     def add(self, o: Outcome) -> None:
         self.seen += 1
@@ -119,7 +122,10 @@ def index_paths(
     for root in filter(os.path.isdir, roots):
         gone = [p for p in index.db.paths_under(root) if p not in on_disk and not os.path.exists(p)]
         report.removed += index.pipeline.remove_paths(gone)
-    index.pipeline.flush()
+    try:
+        index.pipeline.flush()
+    except StoreUnavailable as e:
+        report.store_error = str(e)
     report.seconds = time.monotonic() - t0
     return report
 

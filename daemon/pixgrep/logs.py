@@ -39,9 +39,7 @@ def setup_logging(level: str = "INFO", *, settings: Any = None) -> None:
     # Milvus Lite's in-process gRPC server logs a traceback for each AllocTimestamp
     # call that pymilvus makes and then falls back from; it is not an error of ours.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    # pymilvus logs every failed RPC with its whole traceback (40 KB for one outage mid-run); pixgrep
-    # reports the failure itself in one line, so its log speaks only when asked for DEBUG.
-    logging.getLogger("pymilvus").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)
+    quiet_pymilvus()
     for noisy in ("faiss.loader", "milvus_lite", "RapidOCR", "jieba", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
@@ -57,3 +55,12 @@ class _PriorityFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return f"<{self._PRI.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def quiet_pymilvus() -> None:
+    """pymilvus logs every failed RPC with its whole traceback (40 KB for one outage mid-run) through handlers
+    of its own that its import installs: pixgrep reports the failure in one line, so pymilvus speaks only at
+    DEBUG. Called again after pymilvus is imported, since that import resets its loggers."""
+    debug = logging.getLogger().level <= logging.DEBUG
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)

@@ -121,6 +121,9 @@ class MilvusStore:
     ) -> None:
         from pymilvus import MilvusClient
 
+        from pixgrep.logs import quiet_pymilvus
+
+        quiet_pymilvus()  # its import installed its own traceback-printing handlers
         self.uri = uri
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         self.collection = collection
@@ -507,6 +510,10 @@ class MilvusStore:
         with self._lock:
             try:
                 self.flush()
+            except StoreUnavailable as e:
+                # Unreachable now: nothing to gain by failing the close. What was inserted but not flushed
+                # is in Milvus's own write-ahead log, and the next open flushes it.
+                log.warning("closing without a flush: %s", e)
             finally:
                 self.client.close()
                 if self.local is not None:
