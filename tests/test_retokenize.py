@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from imgs import render
-from pixgrep import ocrpool, textnorm
+from pixgrep import textnorm
 from pixgrep.app import Index, index_paths, reindex
 from pixgrep.catalog import Content
 from pixgrep.settings import load_settings
@@ -17,9 +17,7 @@ from sqlalchemy import select
 pytestmark = pytest.mark.slow
 
 
-def test_reindex_stale_recuts_keyword_text_of_an_older_tokenizer(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_reindex_stale_recuts_keyword_text_of_an_older_tokenizer(home: Path, tmp_path: Path) -> None:
     pic = render(tmp_path / "pics" / "late.png", ["1、2點才睡"])
     with Index(load_settings(), ocr_workers=0) as ix:
         index_paths(ix, [str(pic.parent)])
@@ -42,15 +40,12 @@ def test_reindex_stale_recuts_keyword_text_of_an_older_tokenizer(
             row.versions_json = json.dumps(versions)
         assert st.search_keyword(textnorm.query_tokens("才睡"), 5) == []
 
-    ocr_calls: list[int] = []
-    real = ocrpool.analyze
-    monkeypatch.setattr(ocrpool, "analyze", lambda *a, **k: ocr_calls.append(1) or real(*a, **k))
     with Index(load_settings(), ocr_workers=0) as ix:
         with ix.db.session() as s:
             row = s.get(Content, h)
             assert row is not None and ix.pipeline.stale_stages(row) == {"embed"}
         r = reindex(ix, stale=True)
-        assert (r.ocr, r.embed) == (0, 1) and ocr_calls == []  # from the stored lines, no OCR
+        assert (r.ocr, r.embed) == (0, 1) and ix.pipeline.ocr_pool.runs == 0  # from the stored lines, no OCR
         hits = ix.search("才睡", mode="keyword", limit=5)
         assert [x.path for x in hits] == [str(pic)]
         assert reindex(ix, stale=True).embed == 0  # now current
