@@ -1,0 +1,106 @@
+"""The worker over the real pipeline, catalog and queue, on the stub stages; one batch at a time, no thread."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pixgrep.app import Index
+from pixgrep.catalog import ContentStatus, backoff
+from pixgrep.service.queue import WorkQueue
+from pixgrep.service.worker import Worker
+from pixgrep.testing import StubOcrEngine, StubStore, text_image
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 2_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def parts(stub_index: Index, clock: Clock, tmp_path: Path) -> Iterator[tuple[Index, WorkQueue, Worker]]:
+    q = WorkQueue(stub_index.db, max_attempts=3, clock=clock)
+    w = Worker(stub_index.pipeline, q, batch_size=8, stable_seconds=0.0, roots=lambda: [str(tmp_path)])
+    StubOcrEngine.images = 0
+    yield stub_index, q, w
+
+
+def _rows(q: WorkQueue) -> dict[str, tuple[str, str | None]]:
+    return {p: (state, err) for p, _, state, err in q.rows()}
+
+
+def test_an_upsert_is_indexed_and_its_queue_row_done(parts: tuple[Index, WorkQueue, Worker], tmp_path: Path) -> None:
+    ix, q, w = parts
+    p = text_image(tmp_path / "a.png", ["queued words"])
+    q.upsert(str(p))
+    assert w.step() and not w.step()
+    assert _rows(q) == {str(p): ("done", None)}
+    assert ix.search("queued words")[0].path == str(p) and w.stats.indexed == 1
+
+
+def test_a_store_outage_backs_off_in_the_queue_and_the_books_then_indexes(
+    parts: tuple[Index, WorkQueue, Worker], tmp_path: Path, clock: Clock
+) -> None:
+    ix, q, w = parts
+    p = text_image(tmp_path / "a.png", ["outage words"])
+    store = ix.pipeline.store
+    assert isinstance(store, StubStore)
+    store.down = True
+    q.upsert(str(p))
+    assert w.step()
+    state, err = _rows(q)[str(p)]
+    assert state == "pending" and "down" in (err or "")
+    assert q.next_due() == clock.now + backoff(1) and not w.step()  # not due yet
+    c = ix.db.content_of(str(p))
+    assert c is not None and c.status == ContentStatus.PENDING
+    store.down = False
+    clock.now += backoff(1)
+    assert w.step()
+    assert _rows(q) == {str(p): ("done", None)} and ix.search("outage words")[0].path == str(p)
+
+
+def test_a_move_relinks_without_ocr_and_a_delete_forgets(
+    parts: tuple[Index, WorkQueue, Worker], tmp_path: Path
+) -> None:
+    ix, q, w = parts
+    a = text_image(tmp_path / "a.png", ["moving words"])
+    q.upsert(str(a))
+    w.step()
+    h = ix.db.content_of(str(a))
+    assert h is not None and StubOcrEngine.images == 1
+    b = tmp_path / "b.png"
+    os.rename(a, b)
+    q.move(str(a), str(b))
+    assert w.step()
+    c = ix.db.content_of(str(b))
+    assert c is not None and c.hash == h.hash and ix.db.path_entry(str(a)) is None
+    assert StubOcrEngine.images == 1 and w.stats.moved == 1
+
+    b.unlink()
+    q.delete(str(b))
+    assert w.step()
+    store = ix.pipeline.store
+    assert isinstance(store, StubStore)
+    assert ix.db.paths() == {} and ix.db.content(h.hash) is None and store.segments_per_content() == {}
+
+
+def test_a_bad_file_fails_once_with_its_reason(parts: tuple[Index, WorkQueue, Worker], tmp_path: Path) -> None:
+    ix, q, w = parts
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a picture\n")
+    q.upsert(str(bad))
+    assert w.step()
+    state, err = _rows(q)[str(bad)]
+    assert state == "done" and "text" in (err or "")  # recorded in the books: no queue retry
+    assert w.stats.failed == 1 and [e["path"] for e in w.errors] == [str(bad)]
+    assert [f["path"] for f in ix.db.failures()] == [str(bad)]
