@@ -57,7 +57,7 @@ class FakePipeline:
 @pytest.fixture
 def q(tmp_path: Path) -> Iterator[WorkQueue]:
     db = Catalog(tmp_path / "q.sqlite")
-    yield WorkQueue(db, max_attempts=3)
+    yield WorkQueue(db, max_attempts=3, backoff=lambda attempts: 0.05)
     db.close()
 
 
@@ -100,7 +100,6 @@ def test_retryable_outcomes_back_off_then_fail(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("pixgrep.service.queue.backoff", lambda attempts: 0.05)
     w, fp = run_worker()
     fp.outcome = lambda p: Outcome(p, OutcomeStatus.RETRY, None, "Milvus down")
     q.upsert(str(tmp_path / "a.jpg"))
@@ -116,7 +115,6 @@ def test_exceptions_in_a_batch_are_retried_not_fatal(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("pixgrep.service.queue.backoff", lambda attempts: 0.05)
     w, fp = run_worker()
 
     def outcome(p: str) -> Outcome:

@@ -870,10 +870,19 @@ def _claimed(item_id: Any) -> Any:
 class Queue:
     """The durable work queue's table: pending -> processing -> done | failed (module docstring)."""
 
-    def __init__(self, catalog: Catalog, *, max_attempts: int = 5, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        max_attempts: int = 5,
+        clock: Callable[[], float] = time.time,
+        backoff: Callable[[int], float] = backoff,
+    ) -> None:
         self.catalog = catalog
         self.max_attempts = max_attempts
         self.clock = clock
+        # Seconds before attempt n + 1 (tests shorten it).
+        self.backoff = backoff
 
     def _exec(self, stmt: Any, params: Any = None) -> Any:
         with self.catalog.engine.begin() as conn:
@@ -976,7 +985,7 @@ class Queue:
                 state=QueueState.PENDING.value,
                 error=error,
                 attempts=attempts,
-                not_before=self.clock() + backoff(attempts),
+                not_before=self.clock() + self.backoff(attempts),
                 claimed_at=None,
             )
         )

@@ -25,8 +25,15 @@ log = logging.getLogger("pixgrep.service.queue")
 class WorkQueue(Queue):
     """The queue API used by the watcher, reconcile, the API and the worker."""
 
-    def __init__(self, db: Catalog, *, max_attempts: int = 5, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(db, max_attempts=max_attempts, clock=clock)
+    def __init__(
+        self,
+        db: Catalog,
+        *,
+        max_attempts: int = 5,
+        clock: Callable[[], float] = time.time,
+        backoff: Callable[[int], float] = backoff,
+    ) -> None:
+        super().__init__(db, max_attempts=max_attempts, clock=clock, backoff=backoff)
         self.db = db
         # Set on every enqueue, so the worker wakes without polling SQLite.
         self.wake = threading.Event()
