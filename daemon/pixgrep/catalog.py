@@ -58,9 +58,12 @@ crash between any two steps leaves books that the next run repairs:
    the meantime (the same bytes copied in again) is not deleted but set pending,
    so its vectors are written again.
 
-Dialects: everything is SQLAlchemy (ORM or Core). SQLite-specific parts are the
-connection pragmas and the ``INSERT ... ON CONFLICT`` import in ``_insert``; the
-rest is portable.
+Dialects: everything is SQLAlchemy (ORM or Core). The SQLite-specific parts are
+``Catalog.__init__`` (the URL and the connection pragmas), ``_migrate`` with the
+schema upgrades (``sqlite_master``, ``PRAGMA table_info``) and the choice of
+``INSERT ... ON CONFLICT`` in ``_insert`` (SQLite's or PostgreSQL's); the queries
+are portable. ``VectorFile`` is the local dense index's own SQLite file, not the
+books.
 """
 
 from __future__ import annotations
