@@ -51,15 +51,16 @@ def populate(home: Path, pics: Path, n: int, lines: list[str], rng: random.Rando
     memes = sorted(CORPUS.rglob("*.jpg"))[:1000]
     raw = [m.read_bytes() for m in memes]
     os.environ["PIXGREP_HOME"] = str(home)
-    settings = load_settings()
+    # A generous Milvus timeout: a shared, loaded machine makes Lite's big upserts slow.
+    settings = load_settings(milvus={"timeout": 600})
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Catalog(settings.db_path)
     store = open_store(settings, embed_name="use-multilingual-v3", dim=512)
     nprng = np.random.default_rng(0)
     data_of: dict[str, bytes] = {}
-    for start in range(0, n, 2000):
+    for start in range(0, n, 500):
         contents, paths, items = [], [], []
-        for i in range(start, min(n, start + 2000)):
+        for i in range(start, min(n, start + 500)):
             data = raw[i % len(raw)] + TRAILER % i
             h = images.content_hash(data)
             data_of[h] = data

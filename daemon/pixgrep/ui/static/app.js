@@ -116,7 +116,7 @@ async function runSearch() {
     if (seq !== state.seq) return;  // a newer keystroke won
     state.results = body.results;
     const ms = Math.round(performance.now() - t0);
-    render(body.results.length ? `${body.results.length} results (${ms} ms)`
+    render(body.results.length ? `${body.results.length} result${body.results.length === 1 ? "" : "s"} (${ms} ms)`
       : "no good match" + ($("f-all").checked ? "" : " (tick “below the relevance floor too” to see everything)"));
   } catch (e) {
     if (seq === state.seq) { state.results = []; render(`error: ${e.message}`); }
