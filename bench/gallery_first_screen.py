@@ -151,7 +151,7 @@ def main() -> None:
     shown = statistics.median([c[2] for c, _ in rows])
     print(f"\n{os.cpu_count()} cores; {args.size} images; {len(queries)} queries; first {args.thumbs} thumbnails")
     print(
-        "| images | page + search p50 ms | first screen, cold thumbnail cache p50 / max ms | first screen, warm cache p50 / max ms | thumbnails shown (median) |"
+        "| images | in-process search p50 ms (baseline) | page + search p50 ms | first screen, cold thumbnail cache p50 / max ms | first screen, warm cache p50 / max ms | thumbnails shown (median) |"
     )
     print("|---|---|---|---|---|---|")
     print(

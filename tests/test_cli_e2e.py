@@ -157,7 +157,7 @@ def test_index_shows_a_progress_bar_on_a_terminal(tmp_path: Path, home: Path) ->
 
 def test_result_actions_floor_and_similar(indexed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     pics, env = indexed
-    junk = "量子色动力学的渐近自由"
+    junk = "钢筋混凝土梁的抗剪承载力"
     r = _pixgrep("search", junk, env=env, check=False)
     assert (r.returncode, r.stdout) == (1, "") and "no good match" in r.stderr
     assert len(_pixgrep("search", junk, "--all", "-f", "-k", "3", env=env).stdout.splitlines()) == 3

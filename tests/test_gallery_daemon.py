@@ -222,7 +222,7 @@ def test_the_page_in_chromium(gallery: Gallery, browser: Any, tmp_path: Path) ->
 
     # A query that matches nothing says so.
     box.clear()
-    box.send_keys("量子色动力学的渐近自由")
+    box.send_keys("钢筋混凝土梁的抗剪承载力")
     wait.until(lambda drv: "no good match" in drv.find_element(By.ID, "summary").text)
     assert not d.find_elements(By.CSS_SELECTOR, "#grid .card")
 
