@@ -59,55 +59,68 @@ def read_file(path: str) -> FileBytes:
     return FileBytes(data, content_hash(data), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def decode(data: bytes, *, max_megapixels: float) -> Image.Image:
-    """Decode to an upright RGB image, first frame only, within the pixel cap."""
+def _open_within_cap(data: bytes, max_megapixels: float) -> Image.Image:
+    """Open lazily, asking JPEG for a reduced decode when that keeps it under the pixel cap."""
     max_pixels = int(max_megapixels * 1_000_000)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im: Image.Image = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > max_pixels and getattr(im, "format", None) == "JPEG":
-                # JPEG can decode at 1/2, 1/4 or 1/8 scale without the full-size buffer.
-                scale = 2
-                while scale < 8 and (w // scale) * (h // scale) > max_pixels:
-                    scale *= 2
-                im.draft("RGB", (w // scale, h // scale))
-            dw, dh = im.size
-            if dw * dh > max_pixels:
-                raise PermanentError(
-                    f"image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_megapixels:g} MP cap "
-                    "(image.max_megapixels)"
-                )
-            if getattr(im, "is_animated", False):
-                im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            if im.mode != "RGB":
-                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                    rgba = im.convert("RGBA")
-                    bg = Image.new("RGB", rgba.size, (255, 255, 255))
-                    bg.paste(rgba, mask=rgba.split()[-1])
-                    im = bg
-                else:
-                    im = im.convert("RGB")
-            return im
-    except PermanentError:
-        raise
-    except UnidentifiedImageError:
+    im: Image.Image = Image.open(io.BytesIO(data))
+    w, h = im.size
+    if w * h > max_pixels and getattr(im, "format", None) == "JPEG":
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale without the full-size buffer.
+        scale = 2
+        while scale < 8 and (w // scale) * (h // scale) > max_pixels:
+            scale *= 2
+        im.draft("RGB", (w // scale, h // scale))
+    dw, dh = im.size
+    if dw * dh > max_pixels:
+        raise PermanentError(
+            f"image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_megapixels:g} MP cap (image.max_megapixels)"
+        )
+    return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Flatten transparency onto white (OCR reads dark text on light) and convert to RGB."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.split()[-1])
+        return bg
+    return im.convert("RGB")
+
+
+def _decode_error(data: bytes, e: Exception) -> PermanentError:
+    """What a decoder exception says about the bytes, as one line."""
+    if isinstance(e, PermanentError):
+        return e
+    if isinstance(e, UnidentifiedImageError):
         kind = _sniff(data)
-        raise PermanentError(f"not an image{f' ({kind})' if kind else ''}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise PermanentError(f"decompression bomb refused: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        return PermanentError(f"not an image{f' ({kind})' if kind else ''}")
+    if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return PermanentError(f"decompression bomb refused: {e}")
+    if isinstance(e, OSError | SyntaxError | ValueError | EOFError):
         msg = str(e) or type(e).__name__
         if "truncated" in msg:
             msg = "truncated image: " + msg
-        raise PermanentError(f"corrupt image: {msg}") from None
+        return PermanentError(f"corrupt image: {msg}")
+    # Pillow's plugins raise what their parsers hit on damaged headers (IndexError from a GIF's frame
+    # table, struct.error, ZeroDivisionError...; found by tests/test_fuzz.py): the bytes are bad, not us.
+    return PermanentError(f"corrupt image: {type(e).__name__}: {e}"[:300])
+
+
+def decode(data: bytes, *, max_megapixels: float) -> Image.Image:
+    """Decode to an upright RGB image, first frame only, within the pixel cap."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = _open_within_cap(data, max_megapixels)
+            if getattr(im, "is_animated", False):
+                im.seek(0)
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im) or im)
     except Exception as e:
-        # Pillow's plugins raise what their parsers hit on damaged headers (IndexError from a GIF's frame
-        # table, struct.error, ZeroDivisionError...; found by tests/test_fuzz.py): the bytes are bad, not us.
-        raise PermanentError(f"corrupt image: {type(e).__name__}: {e}"[:300]) from None
+        raise _decode_error(data, e) from None
 
 
 def _sniff(data: bytes) -> str:

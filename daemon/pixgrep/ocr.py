@@ -152,24 +152,24 @@ class TesseractEngine:
             if word.strip() and float(data["conf"][i]) >= 0:
                 key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
                 groups.setdefault(key, []).append(i)
-        lines = []
-        for idx in groups.values():
-            words = [data["text"][i].strip() for i in idx]
-            # Tesseract splits CJK into one "word" per character; join those without spaces.
-            text = ""
-            for w in words:
-                if text and not (_cjk(text[-1]) and _cjk(w[0])):
-                    text += " "
-                text += w
-            score = float(np.mean([float(data["conf"][i]) for i in idx])) / 100.0
-            if score < self.min_confidence:
-                continue
-            x0 = min(data["left"][i] for i in idx)
-            y0 = min(data["top"][i] for i in idx)
-            x1 = max(data["left"][i] + data["width"][i] for i in idx)
-            y1 = max(data["top"][i] + data["height"][i] for i in idx)
-            lines.append(OcrLine(text, score, (float(x0), float(y0), float(x1), float(y1))))
-        return lines
+        lines = [_tesseract_line(data, idx) for idx in groups.values()]
+        return [ln for ln in lines if ln.score >= self.min_confidence]
+
+
+def _tesseract_line(data: dict[str, list[Any]], idx: list[int]) -> OcrLine:
+    """One OCR line from the words at ``idx`` of tesseract's image_to_data table."""
+    # Tesseract splits CJK into one "word" per character; join those without spaces.
+    text = ""
+    for w in (data["text"][i].strip() for i in idx):
+        if text and not (_cjk(text[-1]) and _cjk(w[0])):
+            text += " "
+        text += w
+    score = float(np.mean([float(data["conf"][i]) for i in idx])) / 100.0
+    x0 = min(data["left"][i] for i in idx)
+    y0 = min(data["top"][i] for i in idx)
+    x1 = max(data["left"][i] + data["width"][i] for i in idx)
+    y1 = max(data["top"][i] + data["height"][i] for i in idx)
+    return OcrLine(text, score, (float(x0), float(y0), float(x1), float(y1)))
 
 
 def _cjk(ch: str) -> bool:
