@@ -246,7 +246,10 @@ bodies = st.one_of(
 @fuzz("PIXGREP_FUZZ_API", 2000)
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
-    route=st.one_of(st.sampled_from(ROUTES), st.text(alphabet="/v1abcxyz%.", max_size=12).map(lambda s: "/" + s)),
+    # One leading slash: the test client cannot express a request target that starts with "//".
+    route=st.one_of(
+        st.sampled_from(ROUTES), st.text(alphabet="/v1abcxyz%.", max_size=12).map(lambda s: "/" + s.lstrip("/"))
+    ),
     body=bodies,
     query=st.sampled_from(["", "?failed=1", "?failed=%ff", "?failed=" + "x" * 300]),
 )
