@@ -8,7 +8,15 @@ timed from process start, so model loading and the pool start are included.
 OCR quality is compared with the peer's easyOCR text as a reference (not ground
 truth): character-bag F1 over folded CJK characters and latin letters.
 
-    python bench/index_throughput.py -n 100
+Runs are interleaved, so a load that comes and goes on a shared machine falls on
+both sides: ``--repeats`` rounds, each running the seed and every pixgrep
+configuration once on the same images, in an order that alternates between
+rounds (ABBA...), every run a fresh process with a fresh index. The result is
+the median per-round ratio and its spread (min-max). ``--config`` adds pixgrep
+configurations (OCR processes x threads per process x runtime) to compare with
+the default, which picks them from the machine (ocrpool.OcrPool, ocr.RapidOcrEngine).
+
+    python bench/index_throughput.py -n 100 --repeats 3 [--config 1x2:openvino --config 2x1:onnxruntime]
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +35,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "corpus"
+# The shared corpus sits beside the checkout (/work/main) or two levels up (a worktree in /work/wt/NAME).
+SHARED = next((p / "shared" / "corpus" for p in HERE.parents if (p / "shared" / "corpus").is_dir()), HERE.parents[1])
 
 
 def seed_pipeline(files: list[Path], db: Path) -> tuple[float, dict[str, str]]:
@@ -53,10 +64,29 @@ def seed_pipeline(files: list[Path], db: Path) -> tuple[float, dict[str, str]]:
     return time.monotonic() - t0, texts
 
 
-def pixgrep_index(folder: Path, home: Path) -> float:
-    env = {**os.environ, "PIXGREP_HOME": str(home)}
+def seed_run(folder: Path, db: Path) -> tuple[float, dict[str, str]]:
+    """The seed in its own process (imports and model load included, like a pixgrep run)."""
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pixgrep_cli.main", "index", str(folder)], env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--seed-only", str(folder), str(db)], check=True, capture_output=True, text=True
+    )
+    seconds = time.monotonic() - t0
+    return seconds, json.loads(out.stdout)["texts"]
+
+
+def pixgrep_index(folder: Path, home: Path, config: str = "") -> float:
+    """``pixgrep index``; ``config`` is WORKERSxTHREADS:RUNTIME, or empty for the defaults."""
+    env = {**os.environ, "PIXGREP_HOME": str(home)}
+    if config:
+        shape, _, runtime = config.partition(":")
+        workers, _, threads = shape.partition("x")
+        env.update(PIXGREP_OCR__WORKERS=workers, PIXGREP_OCR__THREADS=threads or "1")
+        if runtime:
+            env["PIXGREP_OCR__RUNTIME"] = runtime
+    t0 = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "pixgrep_cli.main", "index", str(folder)], env=env, check=True, stdout=subprocess.DEVNULL
+    )
     return time.monotonic() - t0
 
 
@@ -84,16 +114,36 @@ def char_f1(a: str, b: str) -> float:
     return 2 * p * r / (p + r)
 
 
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of seed + each pixgrep configuration")
+    ap.add_argument("--config", action="append", default=[], help="extra pixgrep run: WORKERSxTHREADS[:RUNTIME]")
+    ap.add_argument("--corpus", type=Path, default=SHARED, help="the shared corpus folder (memes/ and the peer CSV)")
+    ap.add_argument("--seed-only", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.seed_only:
+        folder, db = Path(args.seed_only[0]), Path(args.seed_only[1])
+        _, texts = seed_pipeline(sorted(folder.iterdir()), db)
+        print(json.dumps({"texts": texts}))
+        return
     peer = {}
-    with open(SHARED / "memes_peer_easyocr.csv", encoding="utf-8") as fh:
+    with open(args.corpus / "memes_peer_easyocr.csv", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             peer[row["file"].replace("/", "__")] = row["easyocr_text"]
-    all_files = sorted((SHARED / "memes").rglob("*.jpg"))
+    all_files = sorted((args.corpus / "memes").rglob("*.jpg"))
     picked = all_files[:: max(1, len(all_files) // args.n)][: args.n]
+    arms = ["seed", "pixgrep", *args.config]
+    secs: dict[str, list[float]] = {a: [] for a in arms}
+    f1: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "imgs"
         folder.mkdir()
@@ -102,18 +152,39 @@ def main() -> None:
             dst = folder / f"{f.parent.name}__{f.name}"
             shutil.copyfile(f, dst)
             files.append(dst)
-        seed_s, seed_txt = seed_pipeline(files, Path(tmp) / "seed.db")
-        pg_s = pixgrep_index(folder, Path(tmp) / "home")
-        pg_txt = pixgrep_texts(Path(tmp) / "home")
-    n = len(files)
-    seed_f1 = sum(char_f1(seed_txt.get(f.name, ""), peer.get(f.name, "")) for f in files) / n
-    pg_f1 = sum(char_f1(pg_txt.get(f.name, ""), peer.get(f.name, "")) for f in files) / n
-    print(f"\n{n} corpus images, {os.cpu_count()} cores\n")
-    print("| pipeline | seconds | images/s | char-F1 vs peer easyOCR |")
-    print("|---|---|---|---|")
-    print(f"| seed: tesseract chi_sim, one at a time | {seed_s:.1f} | {n / seed_s:.2f} | {seed_f1:.3f} |")
-    print(f"| pixgrep index (rapidocr PP-OCRv6) | {pg_s:.1f} | {n / pg_s:.2f} | {pg_f1:.3f} |")
-    print(f"\nratio pixgrep/seed images/s: {seed_s / pg_s:.2f}x")
+        n = len(files)
+        for r in range(args.repeats):
+            for arm in arms if r % 2 == 0 else arms[::-1]:
+                run_dir = Path(tmp) / f"{arm.replace(':', '_')}-{r}"
+                run_dir.mkdir()
+                if arm == "seed":
+                    s, texts = seed_run(folder, run_dir / "seed.db")
+                else:
+                    s = pixgrep_index(folder, run_dir / "home", "" if arm == "pixgrep" else arm)
+                    texts = pixgrep_texts(run_dir / "home")
+                secs[arm].append(s)
+                f1[arm] = sum(char_f1(texts.get(f.name, ""), peer.get(f.name, "")) for f in files) / n
+                shutil.rmtree(run_dir)
+                print(f"round {r + 1} {arm}: {s:.1f} s", file=sys.stderr)
+    print(f"\n{n} corpus images; {cpu_name()}, {os.cpu_count()} cores; {args.repeats} interleaved rounds\n")
+    print("| pipeline | median s | min-max s | images/s (median) | ratio to seed, median (min-max) | char-F1 |")
+    print("|---|---|---|---|---|---|")
+    for arm in arms:
+        med = statistics.median(secs[arm])
+        if arm == "seed":
+            ratio = "1"
+        else:
+            # Per round, the seed's time over this arm's: a load that hit one round hits both.
+            rs = [a / b for a, b in zip(secs["seed"], secs[arm], strict=True)]
+            ratio = f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f})"
+        name = {"seed": "seed: tesseract chi_sim, one at a time", "pixgrep": "pixgrep index (defaults)"}.get(
+            arm, f"pixgrep index, OCR {arm}"
+        )
+        print(
+            f"| {name} | {med:.1f} | {min(secs[arm]):.1f}-{max(secs[arm]):.1f} | {n / med:.2f} | {ratio} "
+            f"| {f1[arm]:.3f} |"
+        )
+    print("\nper-round seconds: " + json.dumps({a: [round(x, 1) for x in v] for a, v in secs.items()}))
 
 
 if __name__ == "__main__":

@@ -119,8 +119,9 @@ def main() -> None:
                     t = time.perf_counter()
                     ix.search(q)
                     lat.append((time.perf_counter() - t) * 1000)
-                # Baseline, same rows: the dense leg searched in Milvus Lite itself (no
-                # in-memory index), as the server path does.
+                # Baseline: both legs searched in Milvus Lite itself (no local index), as the server
+                # path does. With Lite the regions and lines live only in the local index, so this
+                # baseline walks the whole texts alone (one row an image), not all seven rows.
                 p = ix.pipeline
                 st = p.store
                 st.local, local = None, st.local

@@ -183,3 +183,27 @@ def test_result_actions_floor_and_similar(indexed: tuple[Path, dict[str, str]], 
     r = _pixgrep("similar", str(fresh), "-f", "-k", "3", env=env)
     assert r.stdout.splitlines()[0].endswith(_name(CASES[1][1])), r.stdout + r.stderr
     assert _pixgrep("similar", str(tmp_path / "nope.png"), env=env, check=False).returncode == 64
+
+
+def test_a_search_alone_reads_the_local_index_and_answers_like_the_store(
+    indexed: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixgrep.app import Index
+    from pixgrep.settings import load_settings
+    from pixgrep.store import LocalReader
+
+    _, env = indexed
+    for k in ("PIXGREP_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(k, env[k])
+    queries = [q for q, _ in CASES] + ["a dog in a game", "喝酒"]
+    with Index(load_settings(), ocr_workers=0, search_only=True) as ro:
+        got = {(q, m): [r.to_json() for r in ro.search(q, mode=m)] for q in queries for m in ("hybrid", "keyword")}
+        # It never opened Milvus Lite (whose lock a daemon may hold): the local index answered, read-only.
+        assert not ro.pipeline.has_store() and isinstance(ro._reader, LocalReader)
+    with Index(load_settings(), ocr_workers=0) as rw:
+        want = {(q, m): [r.to_json() for r in rw.search(q, mode=m)] for q in queries for m in ("hybrid", "keyword")}
+        assert rw.pipeline.has_store()
+    for key, results in want.items():
+        assert [r["path"] for r in got[key]] == [r["path"] for r in results], key
+        assert [r["score"] for r in got[key]] == pytest.approx([r["score"] for r in results], abs=2e-3), key
+    assert any(want.values())

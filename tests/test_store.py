@@ -64,7 +64,7 @@ def _store(home: Path, **kw: object) -> MilvusStore:
 
 
 @pytest.mark.slow
-def test_documents_and_parts_live_in_two_collections(home: Path) -> None:
+def test_with_lite_the_parts_live_only_in_the_local_index(home: Path) -> None:
     home.mkdir(parents=True)
     rng = np.random.default_rng(1)
     st = _store(home)
@@ -72,18 +72,22 @@ def test_documents_and_parts_live_in_two_collections(home: Path) -> None:
     st.upsert("h1", _segs("cat"), vecs)
     st.flush()
     kinds = {r["kind"] for r in st.client.query("c", filter='content_hash == "h1"', output_fields=["kind"])}
-    parts = {r["kind"] for r in st.client.query("c_parts", filter='content_hash == "h1"', output_fields=["kind"])}
-    assert kinds == {"full", "caption"} and parts == {"region", "line"}
+    assert kinds == {"full", "caption"} and not st.client.has_collection("c_parts")
     # Keyword search reads the documents; dense search finds every kind of segment.
     assert {h.kind for h in st.search_keyword("cat", 10)} == {"full", "caption"}
+    assert st.search_keyword("panel", 10) == []  # regions and lines carry no keywords
     assert st.search_dense(vecs[2], 1)[0].kind == "line"
-    assert st.count() == 4 and st.local is not None and st.local.count() == 4
+    assert st.count() == 2 and st.local is not None and st.local.count() == 4
     assert st.segments_per_content() == {"h1": 4}
+    st.upsert("h1", _segs("dog")[:2], vecs[:2])  # fewer segments now: the old ones are gone everywhere
+    assert st.segments_per_content() == {"h1": 2} and st.search_keyword("cat", 10) == []
+    st.delete(["h1"])
+    assert st.segments_per_content() == {} and st.search_dense(vecs[0], 5) == []
     st.close()
 
 
 @pytest.mark.slow
-def test_in_memory_index_is_rebuilt_from_milvus_when_it_disagrees(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_local_index_is_repaired_from_milvus_when_it_disagrees(home: Path, caplog: pytest.LogCaptureFixture) -> None:
     home.mkdir(parents=True)
     rng = np.random.default_rng(2)
     st = _store(home)
@@ -92,15 +96,41 @@ def test_in_memory_index_is_rebuilt_from_milvus_when_it_disagrees(home: Path, ca
     assert st.local is not None
     path = st.local.path
     st.close()
-    # As if the process died after the Milvus write and before this one.
+    # As if the process died after the Milvus write and before this one (h2), and after a
+    # local write whose Milvus write failed (h3).
     with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM kw WHERE rowid IN (SELECT id FROM seg WHERE content_hash = 'h2')")
         db.execute("DELETE FROM seg WHERE content_hash = 'h2'")
+    local = LocalDenseIndex(path, DIM)
+    local.replace([("h3", _segs("three")[:3], _unit(rng, 3))])  # one document: the counts differ
+    local.replace([("h4", [Segment("line", "ocr", "four", "")], _unit(rng, 1))])  # lines of no document
+    local.close()
     with caplog.at_level(logging.WARNING, logger="pixgrep.store"):
         st = _store(home)
-    assert "rebuilding the in-memory vector index from Milvus (8 rows)" in caplog.text
-    assert st.local is not None and st.local.count() == 8
-    hit = st.search_dense(v2[1], 1)[0]
-    assert (hit.content_hash, hit.kind) == ("h2", "region")
+    assert "2 contents to drop, 1 to restore" in caplog.text and st.local_rebuilt
+    assert st.unembedded == ["h2"]  # its regions and lines are for the pipeline to re-embed
+    assert st.segments_per_content() == {"h1": 4, "h2": 2}
+    hit = st.search_dense(v2[0], 1)[0]
+    assert (hit.content_hash, hit.kind) == ("h2", "full")
+    assert {h.content_hash for h in st.search_keyword("two", 10)} == {"h2"}
+    assert st.search_keyword("three", 10) == []
+    st.close()
+
+
+@pytest.mark.slow
+def test_parts_of_an_older_store_move_into_the_local_index(home: Path) -> None:
+    """Two collections in Milvus Lite (the previous layout): the parts are mirrored locally, then dropped."""
+    home.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    st = _store(home, local_dense=False)
+    v1 = _unit(rng, 4)
+    st.upsert("h1", _segs("old"), v1)
+    st.close()
+    st = _store(home)
+    assert not st.client.has_collection("c_parts") and st.count() == 2
+    assert st.local is not None and st.local.count() == 4
+    assert st.search_dense(v1[2], 1)[0].kind == "line"
+    assert {h.kind for h in st.search_keyword("old", 10)} == {"full", "caption"}
     st.close()
 
 
@@ -154,7 +184,89 @@ def test_a_damaged_in_memory_index_file_is_set_aside_and_rebuilt(home: Path, cap
     path.write_bytes(b"this is not a SQLite database" * 100)
     with caplog.at_level(logging.WARNING, logger="pixgrep.store"):
         st = _store(home)
-    assert "unreadable" in caplog.text and "rebuilding the in-memory vector index from Milvus (4 rows)" in caplog.text
+    assert "unreadable" in caplog.text and "0 contents to drop, 1 to restore" in caplog.text
     assert path.with_name(path.name + ".damaged").exists()
-    assert st.search_dense(vecs[1], 1)[0].kind == "region"
+    assert st.search_dense(vecs[0], 1)[0].kind == "full"
+    assert st.unembedded == ["h1"]  # the regions and lines were only in the lost file
     st.close()
+
+
+def test_local_keyword_search_ranks_by_bm25_and_reads_older_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    path = tmp_path / "v.sqlite"
+    ix = LocalDenseIndex(path, DIM)
+    segs = {
+        "a": [Segment("full", "ocr", "cat cat dog", "cat cat dog"), Segment("line", "ocr", "cat", "cat")],
+        "b": [Segment("full", "ocr", "dog bird", "dog bird")],
+        "c": [Segment("caption", "caption", "a bird", "a bird")],
+    }
+    ix.replace([(h, s, _unit(rng, len(s))) for h, s in segs.items()])
+    assert [h.content_hash for h in ix.search_keyword("cat", 10)] == ["a"]
+    assert next((h.content_hash, h.kind) for h in ix.search_keyword("bird dog", 10)) == ("b", "full")
+    assert {h.content_hash for h in ix.search_keyword("bird", 10)} == {"b", "c"}
+    assert all(h.score > 0 for h in ix.search_keyword("dog", 10))
+    # Query syntax is never FTS5's: quotes, operators and punctuation are plain tokens.
+    assert (
+        ix.search_keyword('"cat OR NEAR( *', 10) == []
+        or ix.search_keyword('"cat OR NEAR( *', 10)[0].content_hash == "a"
+    )
+    assert ix.search_keyword("--- ,,,", 10) == []
+    ix.close()
+    # A file written before the keyword table existed: its keywords are rebuilt from the text at open.
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM kw")
+        db.execute("PRAGMA user_version = 0")
+    again = LocalDenseIndex(path, DIM)
+    assert [h.content_hash for h in again.search_keyword("cat", 10)] == ["a"]
+    again.close()
+
+
+def test_read_only_local_index_answers_like_the_writer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    path = tmp_path / "v.sqlite"
+    ix = LocalDenseIndex(path, DIM)
+    vecs = {h: _unit(rng, 4) for h in "abcdef"}
+    ix.replace([(h, _segs(f"w{h}"), v) for h, v in vecs.items()])
+    assert not LocalDenseIndex(path, DIM, readonly=True).usable("m")  # no embedder recorded yet
+    ix.set_embedder("m")
+    ro = LocalDenseIndex(path, DIM, readonly=True)  # while the writer still has it open
+    assert ro.usable("m") and not ro.usable("other")
+    for q in (vecs["c"][1], vecs["f"][3], _unit(rng, 1)[0]):
+        want = [(h.content_hash, h.kind, h.text) for h in ix.search(q, 7)]
+        got = [(h.content_hash, h.kind, h.text) for h in ro.search(q, 7)]
+        assert got == want
+    assert [h.content_hash for h in ro.search_keyword("wd whole", 5)] == [
+        h.content_hash for h in ix.search_keyword("wd whole", 5)
+    ]
+    assert ro.count() == ix.count() == 24
+    with pytest.raises(sqlite3.OperationalError):  # it never writes
+        ro.set_embedder("x")
+    ro.close()
+    ix.close()
+
+
+def test_read_only_search_uses_the_snapshot_only_while_it_is_current(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    path = tmp_path / "v.sqlite"
+    ix = LocalDenseIndex(path, DIM)
+    a = _unit(rng, 4)
+    ix.replace([("a", _segs("a"), a)])
+    ix.snapshot()  # what the writer's close does
+    ro = LocalDenseIndex(path, DIM, readonly=True)
+    assert ro.search(a[1], 1)[0].kind == "region"
+    assert ro._index is not None and ro._matrix is None  # the snapshot, one read
+    ro.close()
+    b = _unit(rng, 4)
+    ix.replace([("b", _segs("b"), b)])  # a write after the snapshot: it is stale now
+    ro = LocalDenseIndex(path, DIM, readonly=True)
+    hit = ro.search(b[3], 1)[0]
+    assert (hit.content_hash, hit.kind) == ("b", "caption")
+    assert ro._index is None and ro._matrix is not None  # the rows, not the stale snapshot
+    ro.close()
+    ix.snapshot_path.write_bytes(b"damaged")
+    ix.snapshot()
+    ix.snapshot_path.write_bytes(b"damaged after the fact")
+    ro = LocalDenseIndex(path, DIM, readonly=True)
+    assert ro.search(b[3], 1)[0].content_hash == "b"  # an unreadable snapshot falls back to the rows
+    ro.close()
+    ix.close()

@@ -280,7 +280,7 @@ def _search(
     if not settings.db_path.exists():
         _err(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
         return int(ExitCode.FAILURE)
-    index = _local_index(settings, ocr_workers=0)
+    index = _local_index(settings, ocr_workers=0, search_only=True)
     with index:
         from pixgrep.errors import PixgrepError
         from pixgrep.results import search_json

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pixgrep import scan
 from pixgrep.catalog import Catalog, ContentStatus, OutcomeStatus
@@ -17,7 +17,7 @@ from pixgrep.private import private_state
 from pixgrep.search import Result
 from pixgrep.search import search as _search
 from pixgrep.settings import Settings
-from pixgrep.store import StoreFactory, open_store
+from pixgrep.store import LocalReader, Searcher, StoreFactory, open_reader, open_store
 
 log = logging.getLogger("pixgrep.app")
 
@@ -26,12 +26,21 @@ class Index:
     """An open index: the catalog (SQLite books), the Milvus store and the stages, opened lazily."""
 
     def __init__(
-        self, settings: Settings, *, ocr_workers: int | None = None, store_factory: StoreFactory = open_store
+        self,
+        settings: Settings,
+        *,
+        ocr_workers: int | None = None,
+        store_factory: StoreFactory = open_store,
+        search_only: bool = False,
     ) -> None:
+        """``search_only``: searches may read the local index beside Milvus Lite without opening Milvus
+        (the CLI while no daemon runs); a process that also writes must see its own writes, so not there."""
         self.settings = settings
         private_state(settings.home)  # 0700 and a 0077 umask: Milvus Lite and the local index are private too
+        self.search_only = search_only
         self.db = Catalog(settings.db_path)
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers, store_factory=store_factory)
+        self._reader: LocalReader | Literal[False] | None = None  # False: this index has none
 
     def search(
         self,
@@ -51,7 +60,7 @@ class Index:
         # The floor is calibrated on hybrid scores; a one-leg mode is asked for on purpose and shows its top k.
         return _search(
             query,
-            store=p.store,
+            store=self._search_store(),
             embedder=p.embedder if use_dense else None,
             db=self.db,
             settings=self.settings.search,
@@ -63,7 +72,19 @@ class Index:
             source=source,
         )
 
+    def _search_store(self) -> Searcher:
+        """The open store, or else the local index read-only: a search alone need not open Milvus Lite."""
+        p = self.pipeline
+        if not self.search_only or p.has_store():
+            return p.store
+        if self._reader is None:
+            name, dim = p.embedder_identity()
+            self._reader = open_reader(self.settings, embed_name=name, dim=dim) or False
+        return self._reader or p.store
+
     def close(self) -> None:
+        if self._reader:
+            self._reader.close()
         self.pipeline.close()
         self.db.close()
 

@@ -109,12 +109,12 @@ class LocalBackend:
         self._ocr_workers = ocr_workers
         self._index: Index | None = None
 
-    def _open(self, *, ocr_workers: int | None = None) -> Index:
+    def _open(self, *, ocr_workers: int | None = None, search_only: bool = False) -> Index:
         if self._index is None:
             from pixgrep.app import Index
 
             workers = ocr_workers if ocr_workers is not None else self._ocr_workers
-            self._index = Index(self.settings, ocr_workers=workers)
+            self._index = Index(self.settings, ocr_workers=workers, search_only=search_only)
         return self._index
 
     def _need_books(self) -> None:
@@ -170,8 +170,8 @@ class LocalBackend:
         from pixgrep.results import search_json
 
         self._need_books()
-        # Searching never OCRs: no OCR processes.
-        index = self._open(ocr_workers=0)
+        # Searching never OCRs: no OCR processes; and it may read the local index without opening Milvus Lite.
+        index = self._open(ocr_workers=0, search_only=True)
         return search_json(
             index,
             query,

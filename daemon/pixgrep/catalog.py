@@ -1064,12 +1064,15 @@ class Queue:
 
 
 class VectorFile:
-    """The rows of the in-memory dense index, persisted in their own SQLite file.
+    """The rows of the local index beside Milvus Lite, persisted in their own SQLite file.
 
-    It mirrors Milvus (the store of record) beside Milvus Lite's data, so opening the
-    index is one bulk read. Plain sqlite3, not SQLAlchemy: loading 70k vectors is a
-    tight loop. Callers hold their own lock; ``sqlite3.DatabaseError`` on open means
-    a damaged file (the store sets it aside and rebuilds from Milvus).
+    Every segment's text and float16 vector (``seg``), the keyword tokens of the
+    documents (``kw``, FTS5; rowid = seg.id) and a few ``meta`` values: the
+    embedder, a write generation and the generation of the last faiss snapshot.
+    Plain sqlite3, not SQLAlchemy: loading 70k vectors is a tight loop. Callers
+    hold their own lock; ``sqlite3.DatabaseError`` on open means a damaged file
+    (the store sets it aside and repairs it from Milvus). ``readonly`` opens the
+    file without writing to it (a search while no daemon runs).
     """
 
     _SCHEMA = """
@@ -1082,22 +1085,63 @@ class VectorFile:
         vec BLOB NOT NULL
     );
     CREATE INDEX IF NOT EXISTS seg_hash ON seg(content_hash);
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    -- unicode61 splits on what textnorm already spaced, as Milvus Lite's standard analyzer does.
+    CREATE VIRTUAL TABLE IF NOT EXISTS kw USING fts5(tokens, tokenize="unicode61 remove_diacritics 0");
     """
+    VERSION = 1  # PRAGMA user_version: 1 = the kw table is filled
+    DOC_KINDS = ("full", "caption")
 
     Error = sqlite3.DatabaseError
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+            return
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(self._SCHEMA)
+
+    def version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def fill_keywords(self, tokens: Callable[[str], str]) -> None:
+        """Index the keywords of documents written before the kw table existed (from their text)."""
+        marks = ",".join("?" * len(self.DOC_KINDS))
+        rows = self._db.execute(f"SELECT id, text FROM seg WHERE kind IN ({marks})", self.DOC_KINDS).fetchall()
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM kw")
+        self._db.executemany("INSERT INTO kw (rowid, tokens) VALUES (?, ?)", [(i, tokens(t)) for i, t in rows])
+        self._db.execute(f"PRAGMA user_version = {self.VERSION}")
+        self._db.execute("COMMIT")
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def _bump(self) -> None:
+        """Count a write (inside its transaction): a snapshot of an older generation is stale."""
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
 
     def iter_vectors(self, batch: int = 50_000) -> Iterator[list[tuple[int, bytes]]]:
         """(id, float16 bytes) of every row, in id order, a batch at a time."""
         cur = self._db.execute("SELECT id, vec FROM seg ORDER BY id")
         while rows := cur.fetchmany(batch):
             yield rows
+
+    def max_id(self) -> int:
+        """The highest row id ever seen here, keyword rows included (ids are never reused)."""
+        a = self._db.execute("SELECT max(id) FROM seg").fetchone()[0] or 0
+        b = self._db.execute("SELECT max(rowid) FROM kw").fetchone()[0] or 0
+        return int(max(a, b))
 
     def _in(self, sql: str, values: Sequence[object]) -> list[Any]:
         """Run ``sql`` (with one ``IN ({})``) over ``values`` in chunks; the first column of every row."""
@@ -1112,12 +1156,21 @@ class VectorFile:
     def ids_of(self, hashes: Sequence[str]) -> list[int]:
         return self._in("SELECT id FROM seg WHERE content_hash IN ({})", hashes)
 
-    def replace(self, old_ids: Sequence[int], rows: Sequence[tuple[int, str, str, str, str, bytes]]) -> None:
-        """In one transaction: delete ``old_ids``, insert (id, hash, kind, source, text, vec) rows."""
+    def replace(
+        self,
+        old_ids: Sequence[int],
+        rows: Sequence[tuple[int, str, str, str, str, bytes]],
+        keywords: Sequence[tuple[int, str]] = (),
+    ) -> None:
+        """In one transaction: delete ``old_ids``, insert (id, hash, kind, source, text, vec) rows and
+        the (id, tokens) keyword rows of the documents among them."""
         self._db.execute("BEGIN")
         try:
             self._in("DELETE FROM seg WHERE id IN ({})", old_ids)
+            self._in("DELETE FROM kw WHERE rowid IN ({})", old_ids)
             self._db.executemany("INSERT INTO seg VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO kw (rowid, tokens) VALUES (?, ?)", keywords)
+            self._bump()
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -1131,12 +1184,47 @@ class VectorFile:
             out.update({r[0]: r[1:] for r in self._db.execute(sql, chunk)})
         return out
 
+    def keyword_search(self, match: str, limit: int) -> list[tuple[int, float]]:
+        """(id, BM25 score > 0 is better) of the best documents for an FTS5 ``match`` expression."""
+        sql = "SELECT rowid, -bm25(kw) FROM kw WHERE kw MATCH ? ORDER BY bm25(kw) LIMIT ?"
+        return [(int(r[0]), float(r[1])) for r in self._db.execute(sql, (match, limit))]
+
     def counts(self) -> dict[str, int]:
         """content_hash -> its rows."""
         return dict(self._db.execute("SELECT content_hash, COUNT(*) FROM seg GROUP BY content_hash").fetchall())
 
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM seg").fetchone()[0])
+
+    def _kinds(self, negate: bool = False) -> str:
+        return f"kind {'NOT ' if negate else ''}IN ({','.join(repr(k) for k in self.DOC_KINDS)})"
+
+    def doc_hashes(self) -> set[str]:
+        """The content hashes that have document rows (whole texts, captions)."""
+        return {r[0] for r in self._db.execute(f"SELECT DISTINCT content_hash FROM seg WHERE {self._kinds()}")}
+
+    def count_docs(self) -> int:
+        return int(self._db.execute(f"SELECT count(*) FROM seg WHERE {self._kinds()}").fetchone()[0])
+
+    def parts_per_content(self) -> dict[str, int]:
+        """content_hash -> its region and line rows."""
+        sql = f"SELECT content_hash, count(*) FROM seg WHERE {self._kinds(True)} GROUP BY content_hash"
+        return dict(self._db.execute(sql).fetchall())
+
+    def orphan_parts(self) -> set[str]:
+        """Content hashes with regions or lines but no document row."""
+        sql = (
+            f"SELECT DISTINCT content_hash FROM seg WHERE {self._kinds(True)} "
+            f"EXCEPT SELECT content_hash FROM seg WHERE {self._kinds()}"
+        )
+        return {r[0] for r in self._db.execute(sql)}
+
     def clear(self) -> None:
+        self._db.execute("BEGIN")
         self._db.execute("DELETE FROM seg")
+        self._db.execute("DELETE FROM kw")
+        self._bump()
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

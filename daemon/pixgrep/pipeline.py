@@ -88,11 +88,28 @@ class Pipeline:
                 )
             return self._embedder
 
+    def has_store(self) -> bool:
+        return self._store is not None
+
+    def embedder_identity(self) -> tuple[str, int]:
+        """The embedder's name and dimension, without loading its model where its class declares them."""
+        with self._lock:
+            if self._embedder is None:
+                cls = EMBED.factory(self.settings.embed.backend)
+                name, dim = getattr(cls, "name", None), getattr(cls, "dim", None)
+                if isinstance(name, str) and isinstance(dim, int):
+                    return name, dim
+            return self.embedder.name, self.embedder.dim
+
     @property
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
                 self._store = self._open_store(self.settings, embed_name=self.embedder.name, dim=self.embedder.dim)
+                if self._store.unembedded:
+                    missing, self._store.unembedded = self._store.unembedded, []
+                    log.warning("re-embedding %d contents whose OCR lines the local index lost", len(missing))
+                    self.refresh(missing, recaption=False)
             return self._store
 
     @property

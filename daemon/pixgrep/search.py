@@ -18,7 +18,7 @@ from pixgrep.limits import check_search
 from pixgrep.segments import Hit
 from pixgrep.settings import SearchSettings
 from pixgrep.stages import Embedder, embed_queries
-from pixgrep.store import VectorStore
+from pixgrep.store import Searcher
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _best_per_image(hits: list[Hit]) -> dict[str, tuple[int, Hit]]:
 def search(
     query: str,
     *,
-    store: VectorStore,
+    store: Searcher,
     embedder: Embedder | None,
     db: Catalog,
     settings: SearchSettings,
@@ -122,7 +122,7 @@ def _page(
 
 
 def _legs(
-    query: str, mode: str, *, store: VectorStore, embedder: Embedder | None, fetch: int, source: str | None
+    query: str, mode: str, *, store: Searcher, embedder: Embedder | None, fetch: int, source: str | None
 ) -> tuple[dict[str, tuple[int, Hit]], dict[str, tuple[int, Hit]]]:
     """Each leg's best segment per image, with its per-image rank."""
     kw_hits: dict[str, tuple[int, Hit]] = {}

@@ -6,7 +6,10 @@ collections: ``<name>`` holds the documents (an image's whole OCR text and its
 captions) with their BM25 keyword index and vectors; ``<name>_parts`` holds the
 vectors of OCR regions and lines. Keyword search reads only the first, so its
 cost follows the number of images, not of lines. With embedded Milvus Lite,
-dense search is served by an in-memory copy of the vectors (``localdense``).
+the local index (``localdense``) serves both legs, and the parts live only
+there: Lite holds every row of its collections in memory (three copies of each
+vector), so the ``_parts`` collection is not written (and an old one is dropped
+once the local index has its rows).
 """
 
 from __future__ import annotations
@@ -50,13 +53,28 @@ class IndexParams:
 StoreItem = tuple[str, Sequence[Segment], np.ndarray]
 
 
-class VectorStore(Protocol):
+class Searcher(Protocol):
+    """What a search reads: the two legs."""
+
+    def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        """Nearest segments by cosine similarity, best first."""
+        ...
+
+    def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
+        """Best BM25 segments for space-separated query tokens, best first; scores > 0."""
+        ...
+
+
+class VectorStore(Searcher, Protocol):
     """Where segment vectors live; everything the pipeline and search call.
 
     Upserts replace all rows of a content hash. A store that cannot be reached
     raises ``StoreUnavailable`` (the pipeline retries later); writes may be
-    buffered until ``flush``.
+    buffered until ``flush``. ``unembedded``: contents whose vectors the store
+    lost and the pipeline re-embeds from the books after opening it.
     """
+
+    unembedded: list[str]
 
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
         """Replace the rows of ``content_hash`` with ``segments`` (vectors row-aligned)."""
@@ -72,14 +90,6 @@ class VectorStore(Protocol):
 
     def purge(self, hashes: Sequence[str]) -> None:
         """``delete``, even rows a store's own cache does not know of (``pixgrep doctor --repair``)."""
-        ...
-
-    def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
-        """Nearest segments by cosine similarity, best first."""
-        ...
-
-    def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
-        """Best BM25 segments for space-separated query tokens, best first; scores > 0."""
         ...
 
     def flush(self) -> None:
@@ -140,6 +150,9 @@ class MilvusStore:
         self.local: LocalDenseIndex | None = None
         # Why the local index was rebuilt from Milvus at open, if it was (``pixgrep doctor`` reports it).
         self.local_rebuilt: str | None = None
+        # Contents whose parts the local index lost (a damaged file): the pipeline re-embeds them.
+        self.unembedded: list[str] = []
+        self._with_parts = True
         # Lite is served on a private Unix socket, never on pymilvus's unauthenticated loopback TCP port.
         self._lite_data: str | None = None
         client_uri = uri
@@ -173,14 +186,14 @@ class MilvusStore:
                         self.client.drop_collection(name)
             except Exception as e:
                 raise _wrap(e, "drop") from e
-        self._ensure_collections()
         # Milvus Lite walks every row in Python on each search; a server has real indexes.
         use_local = self.is_lite if local_dense is None else local_dense
+        self._ensure_collections(parts=not use_local)
         if use_local:
-            self._open_local(Path(uri).parent / f"{Path(uri).stem}.{collection}.vectors.sqlite", recreate)
+            self._open_local(local_path(uri, collection), recreate)
 
     # Setup ---------------------------------------------------------------
-    def _ensure_collections(self) -> None:
+    def _ensure_collections(self, *, parts: bool) -> None:
         try:
             if self.client.has_collection(self.collection):
                 props = self.client.describe_collection(self.collection).get("properties", {})
@@ -198,10 +211,11 @@ class MilvusStore:
                     )
             else:
                 self._create(self.collection, keyword=True)
-            if not self.client.has_collection(self.parts):
+            if parts and not self.client.has_collection(self.parts):
                 self._create(self.parts, keyword=False)
+            self._with_parts = bool(self.client.has_collection(self.parts))
             # Milvus Lite needs a load after every open; a server needs it once.
-            for name in (self.collection, self.parts):
+            for name in self._collections():
                 self.client.load_collection(name)
             # An existing collection keeps the index it was built with; search to match it.
             dense = self.client.describe_index(self.collection, "dense")
@@ -264,6 +278,10 @@ class MilvusStore:
         )
         log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
 
+    def _collections(self) -> tuple[str, ...]:
+        """The collections in Milvus: the parts only where no local index holds them (or not yet)."""
+        return (self.collection, self.parts) if self._with_parts else (self.collection,)
+
     def _open_local(self, path: Path, recreate: bool) -> None:
         from pixgrep.catalog import VectorFile
         from pixgrep.localdense import LocalDenseIndex
@@ -279,25 +297,62 @@ class MilvusStore:
             local = LocalDenseIndex(path, self.dim)
         if recreate:
             local.clear()
+        if self._with_parts:
+            self._adopt_parts(local)
+        else:
+            self._repair_local(local)
+        local.set_embedder(self.embed_name)
+        self.local = local
+
+    def _adopt_parts(self, local: LocalDenseIndex) -> None:
+        """An index from before the parts lived only locally: mirror both collections, then drop the parts."""
         milvus_rows = self.count()
         if local.count() != milvus_rows:
             self.local_rebuilt = f"the local dense index had {local.count()} rows, Milvus {milvus_rows}"
             # A crash between the Milvus write and this one, or an index from before it existed.
             log.warning("rebuilding the in-memory vector index from Milvus (%d rows)", milvus_rows)
             local.clear()
-            # A content's rows are in both collections: gather them all before replacing.
-            by_hash: dict[str, tuple[list[Segment], list[np.ndarray]]] = {}
-            for batch in self._iter_rows(["content_hash", "kind", "source", "text", "dense"]):
-                for r in batch:
-                    segs, vecs = by_hash.setdefault(r["content_hash"], ([], []))
-                    segs.append(Segment(r["kind"], r["source"], r["text"], ""))
-                    vecs.append(np.asarray(r["dense"], dtype=np.float32))
-            local.replace((h, segs, np.vstack(vecs)) for h, (segs, vecs) in by_hash.items())
-        self.local = local
+            self._copy_rows(local, None)
+        self.client.drop_collection(self.parts)
+        self._with_parts = False
+        log.info("the OCR regions and lines now live only in the local index %s", local.path)
+
+    def _repair_local(self, local: LocalDenseIndex) -> None:
+        """Make the local index's documents those of Milvus (a crash between the two writes, a lost file)."""
+        orphans = local.orphan_parts()  # lines of no document: a write that died half-way
+        if local.count_docs() == self._count(self.collection) and not orphans:
+            return
+        milvus = {r["content_hash"] for rows in self._iter_rows(["content_hash"]) for r in rows}
+        mine = local.doc_hashes()
+        extra, missing = (mine - milvus) | orphans, milvus - mine
+        self.local_rebuilt = f"the local index had {len(extra)} contents Milvus lacks and lacked {len(missing)}"
+        log.warning(
+            "repairing the local vector index from Milvus: %d contents to drop, %d to restore", len(extra), len(missing)
+        )
+        local.delete(sorted(extra))
+        if missing:
+            self._copy_rows(local, missing)
+            # Their regions and lines were only in the lost rows: the pipeline re-embeds them from the books.
+            self.unembedded = sorted(missing)
+
+    def _copy_rows(self, local: LocalDenseIndex, only: set[str] | None) -> None:
+        from pixgrep import textnorm
+
+        # A content's rows may be in both collections: gather them all before replacing.
+        by_hash: dict[str, tuple[list[Segment], list[np.ndarray]]] = {}
+        for batch in self._iter_rows(["content_hash", "kind", "source", "text", "dense"]):
+            for r in batch:
+                if only is not None and r["content_hash"] not in only:
+                    continue
+                segs, vecs = by_hash.setdefault(r["content_hash"], ([], []))
+                kw = textnorm.document_tokens(r["text"]) if r["kind"] in DOC_KINDS else ""
+                segs.append(Segment(r["kind"], r["source"], r["text"], kw))
+                vecs.append(np.asarray(r["dense"], dtype=np.float32))
+        local.replace((h, segs, np.vstack(vecs)) for h, (segs, vecs) in by_hash.items())
 
     def _iter_rows(self, fields: list[str]) -> Any:
         """Every row of both collections, in batches, grouped so a content's rows share a batch."""
-        for name in (self.collection, self.parts):
+        for name in self._collections():
             it = self.client.query_iterator(
                 name, batch_size=4000, filter='content_hash != ""', output_fields=fields, consistency_level="Strong"
             )
@@ -317,7 +372,7 @@ class MilvusStore:
             if "load" not in str(e).lower() and "released" not in str(e).lower():
                 raise _wrap(e, what) from e
             try:
-                for name in (self.collection, self.parts):
+                for name in self._collections():
                     self.client.load_collection(name, timeout=self.timeout)
                 return fn()
             except Exception as e2:
@@ -344,7 +399,7 @@ class MilvusStore:
                     # A row needs at least one token for BM25; "∅" never matches a query token.
                     row["kw"] = seg.kw[:MAX_KW] or "∅"
                     docs.append(row)
-                else:
+                elif self.local is None:
                     parts.append(row)
         hashes = [h for h, _, _ in items]
 
@@ -374,7 +429,7 @@ class MilvusStore:
             chunk = hashes[i : i + 200]
             quoted = ", ".join(f'"{h}"' for h in chunk if h.isalnum())
             if quoted:
-                for name in (self.collection, self.parts):
+                for name in self._collections():
                     self.client.delete(name, filter=f"content_hash in [{quoted}]", timeout=self.timeout)
 
     def delete(self, hashes: Sequence[str]) -> None:
@@ -400,7 +455,7 @@ class MilvusStore:
             self._unflushed += len(hashes)
 
     def _flush_locked(self) -> None:
-        for name in (self.collection, self.parts):
+        for name in self._collections():
             self.client.flush(name, timeout=self.timeout)
         self._unflushed = 0
 
@@ -461,6 +516,8 @@ class MilvusStore:
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         if not tokens.strip():
             return []
+        if self.local is not None:
+            return self.local.search_keyword(tokens, limit)
         res = self._call(
             "keyword search",
             lambda: self.client.search(
@@ -478,32 +535,31 @@ class MilvusStore:
         hits = self._hits(res, absolute=True)
         return [h for h in hits if h.score > 0]
 
+    def _count(self, name: str) -> int:
+        res = self._call(
+            "count",
+            lambda: self.client.query(
+                name, filter="", output_fields=["count(*)"], consistency_level="Strong", timeout=self.timeout
+            ),
+        )
+        return int(res[0]["count(*)"])
+
     def count(self) -> int:
         """Rows in Milvus, both collections."""
         with self._lock:
-            total = 0
-            for name in (self.collection, self.parts):
-                res = self._call(
-                    "count",
-                    lambda name=name: self.client.query(  # type: ignore[misc]
-                        name,
-                        filter="",
-                        output_fields=["count(*)"],
-                        consistency_level="Strong",
-                        timeout=self.timeout,
-                    ),
-                )
-                total += int(res[0]["count(*)"])
-            return total
+            return sum(self._count(name) for name in self._collections())
 
     def segments_per_content(self) -> dict[str, int]:
-        """How many rows each content hash has in Milvus (for consistency checks)."""
+        """How many segments each content hash has (Milvus's documents and, with Lite, the local parts)."""
         out: dict[str, int] = {}
         with self._lock:
             self.flush()
             for rows in self._iter_rows(["content_hash"]):
                 for r in rows:
                     out[r["content_hash"]] = out.get(r["content_hash"], 0) + 1
+            if self.local is not None:
+                for h, n in self.local.parts_per_content().items():
+                    out[h] = out.get(h, 0) + n
         return out
 
     def close(self) -> None:
@@ -517,6 +573,11 @@ class MilvusStore:
             finally:
                 self.client.close()
                 if self.local is not None:
+                    try:
+                        # For a search while no daemon runs (a stale or missing one only costs it time).
+                        self.local.snapshot()
+                    except (OSError, RuntimeError) as e:
+                        log.warning("cannot write the vector snapshot %s: %s", self.local.snapshot_path, e)
                     self.local.close()
                 if self._lite_data is not None:
                     litehost.release(self._lite_data)
@@ -527,6 +588,52 @@ class StoreFactory(Protocol):
     """Opens the store for an embedder; ``recreate`` drops what it held (``reindex --embeddings``)."""
 
     def __call__(self, settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> VectorStore: ...
+
+
+def local_path(uri: str, collection: str) -> Path:
+    """Where the local index beside a Milvus Lite file lives."""
+    return Path(uri).parent / f"{Path(uri).stem}.{collection}.vectors.sqlite"
+
+
+class LocalReader:
+    """Searches the local index beside Milvus Lite read-only, without opening Milvus (no daemon running)."""
+
+    def __init__(self, local: LocalDenseIndex) -> None:
+        self.local = local
+
+    def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        return self.local.search(vector, limit)
+
+    def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
+        return self.local.search_keyword(tokens, limit)
+
+    def count(self) -> int:
+        return self.local.count()
+
+    def close(self) -> None:
+        self.local.close()
+
+
+def open_reader(settings: Any, *, embed_name: str, dim: int) -> LocalReader | None:
+    """A read-only searcher of the local index, if this configuration has one that is complete; else None."""
+    import sqlite3
+
+    from pixgrep.localdense import LocalDenseIndex
+
+    uri = settings.milvus_uri
+    if uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+        return None
+    path = local_path(uri, settings.milvus.collection)
+    if not path.exists():
+        return None
+    try:
+        local = LocalDenseIndex(path, dim, readonly=True)
+    except sqlite3.Error:
+        return None
+    if not local.usable(embed_name):
+        local.close()
+        return None
+    return LocalReader(local)
 
 
 def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> MilvusStore:

@@ -140,6 +140,7 @@ class StubStore:
         self.flushes = 0
         self.unflushed = 0
         self.closed = False
+        self.unembedded: list[str] = []  # set it to have the pipeline re-embed those after opening
         self._lock = threading.Lock()
 
     def _check(self, what: str) -> None:
