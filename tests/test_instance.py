@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import wait_for
@@ -15,6 +14,7 @@ from pixgrep.errors import AlreadyRunning
 from pixgrep.service.api import ApiServer
 from pixgrep.service.instance import InstanceLock, running_pid
 from pixgrep.settings import ExitCode
+from test_fuzz import RecordingBackend  # the Backend Protocol's recording double
 
 
 def test_a_second_lock_on_the_same_home_names_the_holder(tmp_path: Path) -> None:
@@ -53,11 +53,6 @@ def test_run_daemon_on_a_held_index_exits_75_before_opening_anything(
     assert not settings.socket_path.exists() and not (home / "pixgrep.sqlite").exists()
 
 
-class _NoBackend:
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the backend was used: {name}")
-
-
 def test_a_socket_another_process_answers_on_is_left_alone(tmp_path: Path) -> None:
     """The second daemon used to print 'already listening', then delete the first one's socket on exit."""
     path = tmp_path / "run" / "api.sock"
@@ -66,11 +61,12 @@ def test_a_socket_another_process_answers_on_is_left_alone(tmp_path: Path) -> No
     first.bind(str(path))
     first.listen(1)
     try:
-        api = ApiServer(_NoBackend(), path)  # type: ignore[arg-type]
+        backend = RecordingBackend()
+        api = ApiServer(backend, path)
         with pytest.raises(AlreadyRunning, match=f"pid {os.getpid()}"):
             api.start()
         api.stop()
-        assert path.exists()
+        assert path.exists() and backend.calls == []
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.connect(str(path))
         probe.close()

@@ -12,23 +12,7 @@ from typing import Any
 
 import pytest
 from pixgrep.limits import MAX_BODY_BYTES, MAX_QUERY_CHARS, QueryRefused
-
-
-class RecordingBackend:
-    """Stands behind the API's Backend Protocol for the calls these tests make; records them."""
-
-    live = True
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def search(self, query: str, **kw: Any) -> list[dict[str, Any]]:
-        self.calls.append(("search", query))
-        return []
-
-    def index(self, paths: list[str], **kw: Any) -> dict[str, Any]:
-        self.calls.append(("index", paths))
-        return {"queued": len(paths)}
+from test_fuzz import RecordingBackend  # the Backend Protocol's recording double
 
 
 @pytest.fixture
