@@ -53,6 +53,29 @@ def test_run_daemon_on_a_held_index_exits_75_before_opening_anything(
     assert not settings.socket_path.exists() and not (home / "pixgrep.sqlite").exists()
 
 
+def test_run_daemon_on_a_socket_another_daemon_answers_exits_75_in_one_line(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another index's daemon on the same socket: refused before the index is opened, its socket left alone."""
+    from pixgrep.service.supervisor import run_daemon
+    from pixgrep.settings import load_settings
+
+    settings = load_settings()
+    settings.socket_path.parent.mkdir(mode=0o700, parents=True)
+    first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    first.bind(str(settings.socket_path))
+    first.listen(1)
+    try:
+        with caplog.at_level("INFO"):
+            assert run_daemon(settings) == ExitCode.TEMPFAIL
+    finally:
+        first.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"another pixgrep daemon (pid {os.getpid()}) is already listening on {settings.socket_path}"
+    ]
+    assert settings.socket_path.exists() and not (home / "pixgrep.sqlite").exists()
+
+
 def test_a_socket_another_process_answers_on_is_left_alone(tmp_path: Path) -> None:
     """The second daemon used to print 'already listening', then delete the first one's socket on exit."""
     path = tmp_path / "run" / "api.sock"

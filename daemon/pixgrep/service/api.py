@@ -206,7 +206,15 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
-def _listener_pid(path: Path) -> int | None:
+def socket_taken(path: Path) -> None:
+    """Raise AlreadyRunning if another process answers on ``path`` (checked before a daemon opens anything)."""
+    if path.exists() or path.is_symlink():
+        pid = listener_pid(path)
+        if pid is not None:
+            raise AlreadyRunning(f"another pixgrep daemon (pid {pid or 'unknown'}) is already listening on {path}", pid)
+
+
+def listener_pid(path: Path) -> int | None:
     """The PID of the process listening on ``path`` (0 when the kernel won't say), or None if none answers."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(1.0)
@@ -238,9 +246,7 @@ def bind_socket(path: Path) -> socket.socket:
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(folder, 0o700)
     if path.exists() or path.is_symlink():
-        pid = _listener_pid(path)
-        if pid is not None:
-            raise AlreadyRunning(f"another pixgrep daemon (pid {pid or 'unknown'}) is already listening on {path}", pid)
+        socket_taken(path)
         path.unlink()  # left behind by a daemon that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

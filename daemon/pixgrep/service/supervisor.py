@@ -29,7 +29,7 @@ from typing import Any
 from pixgrep import scan
 from pixgrep.app import Index
 from pixgrep.errors import AlreadyRunning, EmbeddingMismatch, StoreUnavailable
-from pixgrep.service.api import ApiError, ApiServer
+from pixgrep.service.api import ApiError, ApiServer, socket_taken
 from pixgrep.service.backend import DaemonBackend, version
 from pixgrep.service.folders import WatchList
 from pixgrep.service.gallery import GalleryServer, gallery_backend
@@ -411,7 +411,9 @@ def run_daemon(
     lock = InstanceLock(settings.home)
     try:
         lock.acquire()
+        socket_taken(settings.socket_path)  # another index's daemon on our socket: one line too
     except AlreadyRunning as e:
+        lock.release()
         log.error("%s", e)
         return int(ExitCode.TEMPFAIL)
     try:
