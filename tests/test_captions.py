@@ -31,10 +31,7 @@ def _reset() -> Iterator[None]:
 
 
 def _contents(ix: Index) -> dict[str, Content]:
-    from sqlalchemy import select
-
-    with ix.db.session() as s:
-        return {c.text or c.captions[0] if c.captions else c.text: c for c in s.scalars(select(Content))}
+    return {c.text or c.captions[0] if c.captions else c.text: c for c in ix.db.contents()}
 
 
 def _settings(policy: str = "auto", **caption: object) -> object:
@@ -62,10 +59,7 @@ def test_policies(home: Path, pics: Path, policy: str, captioned: int, ocr_runs:
     with Index(_settings(policy), ocr_workers=0) as ix:  # type: ignore[arg-type]
         index_paths(ix, [str(pics)])
         assert sum(FixedCaptioner.calls) == captioned
-        from sqlalchemy import select
-
-        with ix.db.session() as s:
-            rows = list(s.scalars(select(Content)))
+        rows = ix.db.contents()
         assert sum(bool(c.captions) for c in rows) == captioned
         has_ocr_text = any("文字" in c.text for c in rows)
         assert has_ocr_text == ocr_runs
@@ -133,10 +127,7 @@ def test_tiny_vit_gpt2_captions_are_indexed_and_found(home: Path, tmp_path: Path
     with Index(s, ocr_workers=0) as ix:
         r = index_paths(ix, [str(d)])
         assert r.indexed == 2
-        from sqlalchemy import select
-
-        with ix.db.session() as sess:
-            rows = {c.hash: c for c in sess.scalars(select(Content))}
+        rows = {c.hash: c for c in ix.db.contents()}
         caps = [c.captions for c in rows.values()]
         assert all(len(c) == 1 and c[0].strip() for c in caps), caps
         assert all(c.source == "caption" and "transformers" in c.versions["caption"] for c in rows.values())

@@ -12,7 +12,6 @@ import pytest
 from conftest import wait_for
 from imgs import blank, render
 from pixgrep.app import Index, index_paths, status
-from pixgrep.catalog import Content, PathEntry
 from pixgrep.errors import EmbeddingMismatch
 from pixgrep.segments import Segment
 from pixgrep.settings import load_settings
@@ -52,9 +51,8 @@ def _rows(index: Index, content_hash: str) -> int:
 
 
 def _hash_of(index: Index, path: Path) -> str | None:
-    with index.db.session() as s:
-        e = s.get(PathEntry, str(path))
-        return e.content_hash if e else None
+    e = index.db.path_entry(str(path))
+    return e.content_hash if e else None
 
 
 def test_index_and_search_rendered_text(tmp_path: Path, index: Index) -> None:
@@ -75,12 +73,11 @@ def test_index_and_search_rendered_text(tmp_path: Path, index: Index) -> None:
     # Results are grouped by image: one row per image, however many segments matched.
     res = index.search("狗狗 冒險 什麼", limit=10)
     assert len({r.content_hash for r in res}) == len(res)
-    with index.db.session() as s:
-        sky = s.get(Content, _hash_of(index, d / "sky.png"))
-        assert sky is not None and sky.status == "done" and sky.source == "none"
-        c = s.get(Content, top.content_hash)
-        assert c is not None and "rapidocr" in c.versions["ocr"] and "use-multilingual" in c.versions["embed"]
-        assert all(0 < line["score"] <= 1 for line in c.lines)
+    sky = index.db.content_of(str(d / "sky.png"))
+    assert sky is not None and sky.status == "done" and sky.source == "none"
+    c = index.db.content(top.content_hash)
+    assert c is not None and "rapidocr" in c.versions["ocr"] and "use-multilingual" in c.versions["embed"]
+    assert all(0 < line["score"] <= 1 for line in c.lines)
 
 
 def test_incremental_duplicates_moves_deletes(tmp_path: Path, index: Index, ocr_calls: _Runs) -> None:
@@ -117,8 +114,7 @@ def test_incremental_duplicates_moves_deletes(tmp_path: Path, index: Index, ocr_
     (d / "a-copy.png").unlink()
     r = index_paths(index, [str(d)])
     assert _rows(index, h) == 0  # type: ignore[arg-type]  # the last path went, so did the vectors
-    with index.db.session() as s:
-        assert s.get(Content, h) is None
+    assert index.db.content(h) is None  # type: ignore[arg-type]
 
 
 def test_changed_file_is_reindexed(tmp_path: Path, index: Index) -> None:
@@ -234,9 +230,8 @@ def test_network_milvus_down_then_back(tmp_path: Path, home: Path, monkeypatch: 
             render(d / "two.png", ["伺服器掛了的第二張"])
             r = index_paths(ix, [str(d)])
             assert r.retry == 1 and "Milvus" in r.errors[0][1]
-            with ix.db.session() as s:
-                c = s.get(Content, _hash_of(ix, d / "two.png"))
-                assert c is not None and c.status == "pending" and c.retryable
+            c = ix.db.content_of(str(d / "two.png"))
+            assert c is not None and c.status == "pending" and c.retryable
 
             server = _start_server(tmp_path / "milvus-data", port)
             # gRPC reconnects with its own backoff: a later run (the daemon retries) gets through.
@@ -257,10 +252,9 @@ def test_tesseract_backend(tmp_path: Path, home: Path) -> None:
     with Index(load_settings(ocr={"engine": "tesseract"}), ocr_workers=0) as ix:
         assert index_paths(ix, [str(d)]).indexed == 2
         assert ix.search("tesseract reads", mode="keyword")[0].path == str(d / "en.png")
-        with ix.db.session() as s:
-            c = s.get(Content, _hash_of(ix, d / "zh.png"))
-            assert c is not None and "tesseract" in c.versions["ocr"]
-            assert "中文" in c.text or "識別" in c.text or "识别" in c.text, c.text
+        c = ix.db.content_of(str(d / "zh.png"))
+        assert c is not None and "tesseract" in c.versions["ocr"]
+        assert "中文" in c.text or "識別" in c.text or "识别" in c.text, c.text
 
 
 def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, ocr_calls: _Runs) -> None:
@@ -274,11 +268,10 @@ def test_same_bytes_twice_in_one_run_cost_one_ocr(tmp_path: Path, index: Index, 
     assert len(ocr_calls) == 2  # one per distinct content, the bad one included
     assert _hash_of(index, d / "bad2.jpg") == _hash_of(index, d / "bad1.jpg")
     # Each copy is booked with its own stat, so a second run finds every file unchanged by stat alone.
-    with index.db.session() as s:
-        for name in ("a.png", "b.png", "bad1.jpg", "bad2.jpg"):
-            e = s.get(PathEntry, str(d / name))
-            st = (d / name).stat()
-            assert e is not None and (e.size, e.mtime_ns, e.inode) == (st.st_size, st.st_mtime_ns, st.st_ino), name
+    for name in ("a.png", "b.png", "bad1.jpg", "bad2.jpg"):
+        e = index.db.path_entry(str(d / name))
+        st = (d / name).stat()
+        assert e is not None and (e.size, e.mtime_ns, e.inode) == (st.st_size, st.st_mtime_ns, st.st_ino), name
     r = index_paths(index, [str(d)])
     assert (r.unchanged, r.linked, r.indexed) == (4, 0, 0) and len(ocr_calls) == 2
 
@@ -306,9 +299,8 @@ def test_schema_upgrade_from_version_1(tmp_path: Path) -> None:
     db = Catalog(path)
     try:
         assert db.get_meta("schema_version") == str(SCHEMA_VERSION)
-        with db.session() as s:
-            c = s.get(Content, "abc")
-            assert c is not None and c.text == "old text" and c.captions == []
+        c = db.content("abc")
+        assert c is not None and c.text == "old text" and c.captions == []
     finally:
         db.close()
 
