@@ -207,3 +207,19 @@ def test_a_search_alone_reads_the_local_index_and_answers_like_the_store(
         assert [r["path"] for r in got[key]] == [r["path"] for r in results], key
         assert [r["score"] for r in got[key]] == pytest.approx([r["score"] for r in results], abs=2e-3), key
     assert any(want.values())
+
+
+def test_a_search_without_the_daemon_loads_neither_milvus_nor_httpx(indexed: tuple[Path, dict[str, str]]) -> None:
+    _, env = indexed
+    code = (
+        "import sys\n"
+        "from pixgrep_cli.main import run\n"
+        "sys.argv = ['pixgrep', 'search', '--json', 'minecraft']\n"
+        "try:\n"
+        "    run()\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, sorted(m for m in ('pymilvus', 'milvus_lite', 'httpx') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.stdout.splitlines()[-1] == "exit 0 []", r.stdout + r.stderr
+    assert "minecraft" in r.stdout

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
+# httpx (0.1-0.3 s to import) is imported only once a socket exists: a search with no daemon never needs it.
 
 
 class DaemonUnavailable(Exception):
@@ -23,8 +26,10 @@ class DaemonError(Exception):
 
 class DaemonClient:
     def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+        import httpx
+
         self.socket_path = socket_path
-        self._client = httpx.Client(
+        self._client: httpx.Client = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://pixgrep", timeout=timeout
         )
 
@@ -42,6 +47,8 @@ class DaemonClient:
         return client
 
     def request(self, method: str, url: str, **kw: Any) -> Any:
+        import httpx
+
         try:
             r = self._client.request(method, url, **kw)
         except (
