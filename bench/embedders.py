@@ -36,7 +36,11 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-CORPUS = Path(os.environ.get("PIXGREP_TEST_CORPUS", HERE.parents[1] / "shared" / "corpus" / "memes"))
+# Beside the checkout (/work/main) or beside the folder of worktrees (/work/wt/NAME).
+CORPUS = Path(
+    os.environ.get("PIXGREP_TEST_CORPUS")
+    or next((p / "shared/corpus/memes" for p in HERE.parents if (p / "shared/corpus/memes").is_dir()), "memes")
+)
 DOC = frozenset({"full", "caption"})
 PARTS = frozenset({"region", "line"})
 ALL = DOC | PARTS
@@ -78,7 +82,10 @@ def load_corpus(home: Path) -> Corpus:
     rows = db.execute(
         "SELECT hash, lines_json, captions_json FROM contents WHERE status = 'done' ORDER BY hash"
     ).fetchall()
-    by_path = dict(db.execute("SELECT path, content_hash FROM paths WHERE content_hash IS NOT NULL").fetchall())
+    # Paths are stored as bytes (os.fsencode), so that any file name round-trips.
+    by_path = {
+        os.fsdecode(p): h for p, h in db.execute("SELECT path, content_hash FROM paths WHERE content_hash IS NOT NULL")
+    }
     db.close()
     names, owner, kinds, texts = [], [], [], []
     for h, lines_json, captions_json in rows:
@@ -197,6 +204,8 @@ def quality(args: argparse.Namespace) -> None:
     os.environ["PIXGREP_HOME"] = str(args.home)
     corpus = load_corpus(args.home)
     print(f"{len(corpus.names)} images, {len(corpus.texts)} segments", file=sys.stderr)
+    if not any(p.startswith(str(CORPUS)) for p in corpus.by_path):
+        sys.exit(f"the index in {args.home} holds no file under {CORPUS}; set PIXGREP_TEST_CORPUS")
     vectors = {m: embed_cached(m, corpus.texts, args.cache) for m in ("use", "e5")}
     queries = {name: [json.loads(line) for line in path.open(encoding="utf-8")] for name, path in SETS.items()}
     store = open_store(load_settings(), embed_name=UseEmbedder.name, dim=UseEmbedder.dim)
