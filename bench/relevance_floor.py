@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = next((p for p in (HERE.parents[1] / "shared", Path("/work/shared")) if p.is_dir()), HERE.parents[1] / "shared")
 CORPUS = SHARED / "corpus" / "memes"
 PEER = SHARED / "corpus" / "memes_peer_easyocr.csv"
-FLOORS = [0.0, 0.1, 0.15, 0.2, 0.25, 0.28, 0.3, 0.32, 0.35, 0.4, 0.45, 0.5]
+FLOORS = [0.0, 0.1, 0.15, 0.18, 0.2, 0.22, 0.25, 0.28, 0.3, 0.32, 0.35, 0.4, 0.45, 0.5]
 
 
 def _load(name: str) -> list[dict[str, str]]:
@@ -42,7 +42,11 @@ def main() -> None:
     ap.add_argument("--dump", default=None, help="write every query's top 10 (relevance, text) here as JSON")
     args = ap.parse_args()
     os.environ["PIXGREP_HOME"] = args.home
-    dev = [(q, "dev") for q in _load("queries_dev.jsonl")] + [(q, "semantic") for q in _load("queries_semantic.jsonl")]
+    dev = (
+        [(q, "dev") for q in _load("queries_dev.jsonl")]
+        + [(q, "semantic") for q in _load("queries_semantic.jsonl")]
+        + [(q, "meaning") for q in _load("queries_meaning.jsonl")]
+    )
     junk = _load("queries_nomatch.jsonl")
     target_rel: list[tuple[str, float]] = []  # (set, relevance of the target) when the target is in the top 10
     missed = 0
@@ -78,15 +82,19 @@ def main() -> None:
         f"median {statistics.median(max(r, default=0) for r in junk_rel):.3f}"
     )
     print()
-    print("| floor | true hits dropped (dev / semantic) | junk results kept | no-match queries still showing results |")
+    print(
+        "| floor | true hits dropped (dev / semantic / meaning) | junk results kept | no-match queries still showing results |"
+    )
     print("|---|---|---|---|")
     for f in FLOORS:
         dropped_dev = sum(1 for k, r in target_rel if k == "dev" and r < f)
         dropped_sem = sum(1 for k, r in target_rel if k == "semantic" and r < f)
+        dropped_mean = sum(1 for k, r in target_rel if k == "meaning" and r < f)
         kept = sum(sum(1 for x in r if x >= f) for r in junk_rel)
         showing = sum(1 for r in junk_rel if any(x >= f for x in r))
         print(
-            f"| {f:.2f} | {dropped_dev + dropped_sem} of {n_found} ({dropped_dev} / {dropped_sem}) "
+            f"| {f:.2f} | {dropped_dev + dropped_sem + dropped_mean} of {n_found} "
+            f"({dropped_dev} / {dropped_sem} / {dropped_mean}) "
             f"| {kept} of {n_junk_results} | {showing} of {len(junk)} |"
         )
 
