@@ -6,29 +6,64 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pixgrep.settings import ExitCode, Settings
 
-from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable, ask_daemon
 from pixgrep_cli.show import Show, show_results
+
+if TYPE_CHECKING:
+    from pixgrep.backend import Backend
 
 
 def _err(msg: str) -> None:
     click.echo(f"pixgrep: {msg}", err=True)
 
 
-def _local_index(settings: Settings, **kw: Any) -> Any:
-    """Open the index in this process; errors become one line and an exit code."""
-    from pixgrep.app import Index
-    from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
+def open_backend(settings: Settings, *, announce: bool = True) -> Backend:
+    """The running daemon if one answers, else the index in this process (saying so when ``announce``)."""
+    from pixgrep_cli.remote import RemoteBackend
 
-    try:
-        return Index(settings, **kw)
-    except (StoreUnavailable, EmbeddingMismatch) as e:
-        _err(str(e))
-        sys.exit(int(ExitCode.UNAVAILABLE))
+    remote = RemoteBackend.connect(settings.socket_path)
+    if remote is not None:
+        return remote
+    if announce:
+        _err("no daemon running; using the index directly")
+    from pixgrep.backend import LocalBackend
+
+    return LocalBackend(settings)
+
+
+def report_error(e: Exception, settings: Settings, *, refused: ExitCode = ExitCode.FAILURE) -> int:
+    """Print what a backend raised as one line and return its exit code; re-raise a bug.
+
+    ``refused``: the code when the daemon answered with an error (400, a bad request, is always USAGE).
+    """
+    from pixgrep.diskfull import classify
+    from pixgrep.errors import EmbeddingMismatch, NoIndex, PixgrepError
+    from pixgrep.settings import ConfigError
+    from pixgrep.stages import BackendUnavailable
+
+    from pixgrep_cli.remote import DaemonError
+
+    full = classify(e, settings.home)
+    if full is not None:
+        # One line naming the path and errno (issue 9, defect 6); what was written stays consistent.
+        _err(str(full))
+        return int(ExitCode.IOERR)
+    if not isinstance(e, (PixgrepError, ConfigError, BackendUnavailable, ValueError)):
+        raise e
+    _err(str(e))
+    if isinstance(e, DaemonError):
+        return int(ExitCode.USAGE if e.status == 400 else refused)
+    if isinstance(e, ValueError):
+        return int(ExitCode.USAGE)  # what the API answers 400 for (an image without text to be like)
+    if isinstance(e, NoIndex):
+        return int(ExitCode.FAILURE)
+    if isinstance(e, (ConfigError, BackendUnavailable, EmbeddingMismatch)):
+        return int(ExitCode.CONFIG)
+    return int(ExitCode.UNAVAILABLE)  # Milvus or the daemon unreachable
 
 
 def _bar_size() -> dict[str, Any]:
@@ -41,6 +76,26 @@ def _bar_size() -> dict[str, Any]:
     return {"dynamic_ncols": True} if size.columns and size.lines else {"ncols": 80, "nrows": 24}
 
 
+class _Progress:
+    """A progress bar that appears once the work happens here (a daemon only queues it)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def total(self, n: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=n, unit="img", disable=None, file=sys.stderr, **_bar_size())
+
+    def step(self, _outcome: object) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _missing(paths: list[str]) -> bool:
     """Say which paths don't exist; refused before anything is indexed or sent, daemon or not."""
     missing = [p for p in paths if not os.path.lexists(p)]
@@ -49,75 +104,47 @@ def _missing(paths: list[str]) -> bool:
     return bool(missing)
 
 
-def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
-    from pixgrep.app import index_paths
-    from pixgrep.errors import EmbeddingMismatch, PixgrepError
-    from pixgrep.stages import BackendUnavailable
-    from tqdm import tqdm
-
-    if _missing(paths):
-        return int(ExitCode.NOINPUT)
-    try:
-        res = ask_daemon(
-            settings.socket_path, "POST", "/v1/index", {"paths": [os.path.abspath(p) for p in paths], "force": force}
-        )
-    except DaemonError as e:
-        _err(str(e))
-        return int(ExitCode.FAILURE)
-    if res is not None:
-        click.echo(f"queued {res.get('queued', 0)} files with the running daemon; `pixgrep status` shows progress")
-        return 0
-    try:
-        index = _local_index(settings)
-        with index:
-            bar = tqdm(total=0, unit="img", disable=None, file=sys.stderr, **_bar_size())
-
-            def on_total(n: int) -> None:
-                bar.total = n
-                bar.refresh()
-
-            def on_outcome(_o: object) -> None:
-                bar.update(1)
-
-            try:
-                report = index_paths(index, paths, force=force, on_total=on_total, on_outcome=on_outcome)
-            finally:
-                bar.close()
-    except Exception as e:
-        from pixgrep.diskfull import classify
-
-        full = classify(e, settings.home)
-        if full is not None:
-            # One line naming the path and errno (issue 9, defect 6); what was written stays consistent.
-            _err(str(full))
-            return int(ExitCode.IOERR)
-        if not isinstance(e, (BackendUnavailable, EmbeddingMismatch, PixgrepError)):
-            raise
-        _err(str(e))
-        return int(ExitCode.UNAVAILABLE if "Milvus" in str(e) else ExitCode.CONFIG)
-    return _index_summary(report)
-
-
-def _index_summary(report: Any) -> int:
+def _index_summary(res: dict[str, Any]) -> int:
     """The run's one summary line, the store outage once, then up to 10 other failures; the exit code."""
-    rate = (report.indexed / report.seconds) if report.seconds else 0.0
+    if "queued" in res:
+        click.echo(f"queued {res['queued']} files with the running daemon; `pixgrep status` shows progress")
+        return 0
+    seconds = res["seconds"]
+    rate = (res["indexed"] / seconds) if seconds else 0.0
     click.echo(
-        f"{report.seen} files: {report.indexed} indexed, {report.linked} duplicates/moves linked, "
-        f"{report.unchanged} unchanged, {report.failed} failed, {report.retry} to retry, "
-        f"{report.removed} removed ({report.seconds:.1f}s, {rate:.1f} img/s)"
+        f"{res['seen']} files: {res['indexed']} indexed, {res['linked']} duplicates/moves linked, "
+        f"{res['unchanged']} unchanged, {res['failed']} failed, {res['retry']} to retry, "
+        f"{res['removed']} removed ({seconds:.1f}s, {rate:.1f} img/s)"
     )
-    store_down = [e for _, e in report.errors if e.startswith("Milvus")]
-    cause = store_down[0] if store_down else report.store_error
+    store_down = [e for _, e in res["errors"] if e.startswith("Milvus")]
+    cause = store_down[0] if store_down else res.get("store_error")
     if cause:
         # A store outage is one cause, not N failures: say it once (issue 9, defect 9).
         waiting = f"{len(store_down)} files wait for the vector store: " if store_down else ""
         _err(f"{waiting}{cause}; run `pixgrep index` again when it is up")
-    others = [(p, e) for p, e in report.errors if not e.startswith("Milvus")]
+    others = [(p, e) for p, e in res["errors"] if not e.startswith("Milvus")]
     for path, error in others[:10]:
         click.echo(f"  {path}: {error}", err=True)
     if len(others) > 10:
         click.echo(f"  … and {len(others) - 10} more: `pixgrep status --failed`", err=True)
     return int(ExitCode.UNAVAILABLE) if cause else 0
+
+
+def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
+    if _missing(paths):
+        return int(ExitCode.NOINPUT)
+    backend = open_backend(settings, announce=False)
+    progress = _Progress()
+    try:
+        res = backend.index(
+            [os.path.abspath(p) for p in paths], force=force, on_total=progress.total, on_outcome=progress.step
+        )
+    except Exception as e:
+        return report_error(e, settings)
+    finally:
+        progress.close()
+        backend.close()
+    return _index_summary(res)
 
 
 def _search_problem(query: str, limit: int | None, montage: str | None) -> str | None:
@@ -221,37 +248,15 @@ def run_similar(
     if not os.path.isfile(path):
         _err(f"{image}: no such file")
         return int(ExitCode.USAGE)
-    results: list[dict[str, Any]]
-    client = DaemonClient.connect(settings.socket_path)
+    backend = open_backend(settings, announce=not (as_json or paths or nul))
     try:
-        if client is not None:
-            results = list(client.request("POST", "/v1/similar", json={"path": path, "limit": limit})["results"])
-        else:
-            results = _similar_here(settings, path, limit)
-    except (DaemonError, DaemonUnavailable) as e:
-        _err(str(e))
-        return int(ExitCode.USAGE if isinstance(e, DaemonError) and e.status == 400 else ExitCode.UNAVAILABLE)
-    except ValueError as e:
-        _err(str(e))
-        return int(ExitCode.FAILURE)
+        results = backend.similar(path, limit=limit)
+    except Exception as e:
+        return report_error(e, settings, refused=ExitCode.UNAVAILABLE)
     finally:
-        if client is not None:
-            client.close()
+        backend.close()
     show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=True)
     return show_results(results, show)
-
-
-def _similar_here(settings: Settings, path: str, limit: int | None) -> list[dict[str, Any]]:
-    from pixgrep.backend import LocalBackend
-    from pixgrep.errors import PixgrepError
-
-    if not settings.db_path.exists():
-        raise ValueError(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
-    with LocalBackend(settings) as backend:
-        try:
-            return backend.similar(path, limit=limit)
-        except PixgrepError as e:
-            raise ValueError(str(e)) from None
 
 
 def _search(
@@ -265,59 +270,31 @@ def _search(
     quiet: bool,
 ) -> list[dict[str, Any]] | int:
     """Results through the daemon, else from the index in this process; an exit code on failure."""
-    client = DaemonClient.connect(settings.socket_path)
-    if client is not None:
-        try:
-            return client.search(query, limit=limit, mode=mode, in_dir=in_dir, **extra)
-        except (DaemonError, DaemonUnavailable) as e:
-            _err(str(e))
-            refused = isinstance(e, DaemonError) and e.status == 400
-            return int(ExitCode.USAGE if refused else ExitCode.UNAVAILABLE)
-        finally:
-            client.close()
-    if not quiet:
-        _err("no daemon running; searching the index directly")
-    if not settings.db_path.exists():
-        _err(f"no index at {settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
-        return int(ExitCode.FAILURE)
-    index = _local_index(settings, ocr_workers=0, search_only=True)
-    with index:
-        from pixgrep.errors import PixgrepError
-        from pixgrep.results import search_json
-
-        try:
-            return search_json(index, query, limit=limit, mode=mode, in_dir=in_dir, **extra)
-        except PixgrepError as e:
-            _err(str(e))
-            return int(ExitCode.UNAVAILABLE)
+    backend = open_backend(settings, announce=not quiet)
+    try:
+        return backend.search(query, limit=limit, mode=mode, in_dir=in_dir, **extra)
+    except Exception as e:
+        return report_error(e, settings, refused=ExitCode.UNAVAILABLE)
+    finally:
+        backend.close()
 
 
 def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
-    client = DaemonClient.connect(settings.socket_path)
-    info: dict[str, Any]
-    if client is not None:
-        try:
-            info = client.status(failed=failed)
-        finally:
-            client.close()
-        info["daemon"] = info.get("daemon") or {"running": True}
-    else:
-        if not settings.db_path.exists():
-            info = {"counts": {}, "roots": [], "home": str(settings.home)}
-        else:
-            from pixgrep.app import status
-            from pixgrep.catalog import Catalog
-
-            db = Catalog(settings.db_path)
-            try:
-                info = status(db, settings, failed=failed)
-            finally:
-                db.close()
-        info["daemon"] = {"running": False}
-        info["watched"] = [str(f.path) for f in settings.watch.folders]
+    backend = open_backend(settings, announce=False)
+    try:
+        info = backend.status(failed=failed)
+    except Exception as e:
+        return report_error(e, settings)
+    finally:
+        backend.close()
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=2))
         return 0
+    _print_status(info, failed=failed)
+    return 0
+
+
+def _print_status(info: dict[str, Any], *, failed: bool) -> None:
     d = info.get("daemon", {})
     click.echo(
         f"daemon:   {'running' if d.get('running') else 'not running'}" + (f" (pid {d['pid']})" if d.get("pid") else "")
@@ -334,7 +311,6 @@ def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
     if d.get("images_per_second") is not None:
         click.echo(f"rate:     {d['images_per_second']:.2f} images/s")
     _print_errors(d.get("last_errors") or [], info.get("failures", []) if failed else [])
-    return 0
 
 
 def _print_errors(recent: list[str], failures: list[dict[str, Any]]) -> None:
@@ -367,26 +343,15 @@ def run_models(settings: Settings, *, as_json: bool) -> int:
 
 
 def run_reindex(settings: Settings, *, stale: bool, embeddings: bool, everything: bool) -> int:
-    from pixgrep.app import reindex
-    from pixgrep.errors import PixgrepError
-    from pixgrep.stages import BackendUnavailable
-
-    body = {"stale": stale, "embeddings": embeddings, "all": everything}
+    backend = open_backend(settings)
     try:
-        res = ask_daemon(settings.socket_path, "POST", "/v1/reindex", body, timeout=None)
-    except DaemonError as e:
-        _err(str(e))
-        return int(ExitCode.FAILURE)
-    if res is not None:
-        click.echo(json.dumps(res, ensure_ascii=False))
-        return 0
-    from pixgrep.app import Index
-
-    try:
-        with Index(settings) as index:
-            r = reindex(index, stale=stale, embeddings=embeddings, everything=everything)
-    except (BackendUnavailable, PixgrepError) as e:
-        _err(str(e))
-        return int(ExitCode.UNAVAILABLE)
-    click.echo(f"re-ran OCR on {r.ocr}, captions on {r.caption}, embeddings on {r.embed} images; {r.failed} failed")
+        r = backend.reindex(stale=stale, embeddings=embeddings, all=everything, failed=False)
+    except Exception as e:
+        return report_error(e, settings)
+    finally:
+        backend.close()
+    click.echo(
+        f"re-ran OCR on {r.get('ocr', 0)}, captions on {r.get('caption', 0)}, embeddings on {r.get('embed', 0)} images; "
+        f"{r.get('failed', 0)} failed"
+    )
     return 0

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
-from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
+from pixgrep.settings import ExitCode, Settings, load_settings
+
+from pixgrep_cli.ctx import settings
+
+if TYPE_CHECKING:
+    from pixgrep.backend import Backend
 
 
 def _err(msg: str) -> None:
@@ -15,9 +21,7 @@ def _err(msg: str) -> None:
 
 
 def _settings(ctx: click.Context) -> Settings:
-    from pixgrep_cli.main import _settings as load
-
-    return load(ctx)
+    return settings(ctx)
 
 
 @click.command("daemon")
@@ -43,15 +47,17 @@ def daemon_cmd(ctx: click.Context, workers: int | None) -> None:
     sys.exit(run_daemon(s, reload_settings=reload, ocr_workers=workers))
 
 
-def _live(settings: Settings, method: str, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    """Ask a running daemon; None if none runs."""
-    from pixgrep_cli.client import DaemonError, ask_daemon
+def _live_call(settings: Settings, op: Callable[[Backend], dict[str, Any]]) -> tuple[bool, dict[str, Any]]:
+    """Run ``op`` on the backend (the daemon, else the index here); (whether a daemon answered, its answer)."""
+    from pixgrep_cli.commands import open_backend, report_error
 
+    backend = open_backend(settings, announce=False)
     try:
-        return ask_daemon(settings.socket_path, method, url, body)
-    except DaemonError as e:
-        _err(f"the daemon refused: {e}")
-        sys.exit(int(ExitCode.FAILURE))
+        return backend.live, op(backend)
+    except Exception as e:
+        sys.exit(report_error(e, settings))
+    finally:
+        backend.close()
 
 
 @click.command("watch")
@@ -74,9 +80,9 @@ def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
         sys.exit(int(ExitCode.CONFIG))
     if changed:
         click.echo(f"added {folder} to {s.config_file}")
-    live = _live(s, "POST", "/v1/watch", {"path": folder, "polling": polling})
-    if live is not None:
-        click.echo(f"the daemon is watching {folder} ({live.get('mode', '?')}) and indexing it now")
+    live, res = _live_call(s, lambda b: b.watch(folder, polling=polling))
+    if live:
+        click.echo(f"the daemon is watching {folder} ({res.get('mode', '?')}) and indexing it now")
     else:
         click.echo(f"watching {folder} once the daemon runs: `pixgrep daemon`, or `pixgrep service install`")
 
@@ -89,11 +95,18 @@ def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
 @click.pass_context
 def unwatch_cmd(ctx: click.Context, path: str, forget: bool) -> None:
     """Stop watching a folder (its images stay searchable unless --forget)."""
+    from pixgrep.forget import ForgetRefused, plan, summary
+
     from pixgrep_cli.watchlist import remove_folder
 
     s = _settings(ctx)
     folder = os.path.abspath(os.path.expanduser(path))
-    what = _forget_plan(s, folder) if forget else None  # refused before anything changes
+    if forget:
+        try:  # refused before anything changes
+            plan(folder, [str(f.path) for f in s.watch.folders])
+        except ForgetRefused as e:
+            _err(str(e))
+            sys.exit(int(ExitCode.FAILURE))
     try:
         changed = remove_folder(s.config_file, folder)
     except (OSError, ValueError) as e:
@@ -101,52 +114,20 @@ def unwatch_cmd(ctx: click.Context, path: str, forget: bool) -> None:
         sys.exit(int(ExitCode.CONFIG))
     if changed:
         click.echo(f"removed {folder} from {s.config_file}")
-    live = _live(s, "POST", "/v1/unwatch", {"path": folder, "forget": forget})
-    was_watched = changed or bool(live and live.get("was_watched"))
-    if what is None:
+    # The daemon, else the index here (which forgets with the config's folders as they were).
+    live, res = _live_call(s, lambda b: b.unwatch(folder, forget=forget))
+    was_watched = changed or bool(res.get("was_watched"))
+    if not forget:
         if not was_watched:
             _err(f"{folder} was not watched")
             sys.exit(int(ExitCode.FAILURE))
-        if live is not None:
+        if live:
             click.echo(f"the daemon stopped watching {folder}")
         return
-    sys.exit(_report_forget(s, what, live, was_watched=was_watched))
-
-
-def _forget_plan(settings: Settings, folder: str) -> Any:
-    from pixgrep.forget import ForgetRefused, plan
-
-    try:
-        return plan(folder, [str(f.path) for f in settings.watch.folders])
-    except ForgetRefused as e:
-        _err(str(e))
+    forgotten = int(res.get("forgotten", 0))
+    click.echo(summary(folder, was_watched=was_watched, forgotten=forgotten, kept=list(res.get("kept", []))))
+    if not was_watched and not forgotten:
         sys.exit(int(ExitCode.FAILURE))
-
-
-def _report_forget(settings: Settings, what: Any, live: dict[str, Any] | None, *, was_watched: bool) -> int:
-    from pixgrep.forget import summary
-
-    if live is not None:
-        forgotten, kept = int(live.get("forgotten", 0)), list(live.get("kept", []))
-    else:
-        forgotten, kept = _forget_locally(settings, what), what.keep
-    click.echo(summary(what.path, was_watched=was_watched, forgotten=forgotten, kept=kept))
-    return int(ExitCode.FAILURE) if not was_watched and not forgotten else 0
-
-
-def _forget_locally(settings: Settings, what: Any) -> int:
-    from pixgrep.app import Index
-    from pixgrep.errors import PixgrepError
-    from pixgrep.forget import forget
-
-    try:
-        with Index(settings, ocr_workers=0) as index:
-            n = forget(index.pipeline, what)
-            index.pipeline.store.flush()
-    except (PixgrepError, ConfigError) as e:
-        _err(str(e))
-        sys.exit(int(ExitCode.UNAVAILABLE))
-    return n
 
 
 COMMANDS = (daemon_cmd, watch_cmd, unwatch_cmd)

@@ -1,20 +1,19 @@
 """``pixgrep search`` through a running daemon with the standard library only.
 
-The full CLI spends 250-400 ms importing click, pydantic-settings and httpx
-before it sends one request; a search answered by the warm daemon takes tens
+The full CLI spends 250-400 ms importing click and pydantic-settings before
+it sends one request; a search answered by the warm daemon takes tens
 of milliseconds. This path finds the socket with the same precedence as
 Settings (``PIXGREP_DAEMON__SOCKET``, then ``[daemon] socket`` in the config
-file, then ``$XDG_RUNTIME_DIR/pixgrep/api.sock``), sends the search, and prints
+file, then ``$XDG_RUNTIME_DIR/pixgrep/api.sock``), sends the search with the
+CLI's one daemon client (``RemoteBackend``), and prints
 exactly what ``commands.run_search`` prints. Whenever it is unsure (other
 flags, no daemon, an odd config) it returns None and the full CLI takes over.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,6 @@ UNAVAILABLE = 69  # ExitCode.UNAVAILABLE, without importing pixgrep.settings
 USAGE = 64  # ExitCode.USAGE
 
 _MODES = ("hybrid", "semantic", "keyword")
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("pixgrep", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
 
 
 def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
@@ -175,35 +158,17 @@ def search(argv: list[str]) -> int | None:
     path = socket_path(config)
     if path is None or not os.path.exists(path):
         return None
-    body = {
-        "query": o["query"],
-        "limit": o["limit"],
-        "mode": o["mode"],
-        "in_dir": os.path.abspath(o["in_dir"]) if o["in_dir"] else None,
-    }
-    conn = _UnixConnection(path, timeout=30.0)
+    from pixgrep_cli.remote import DaemonError, DaemonUnavailable, RemoteBackend
+
     try:
-        try:
-            conn.request(
-                "POST", "/v1/search", body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-            )
-            resp = conn.getresponse()
-            payload = resp.read()
-        except (ConnectionError, FileNotFoundError, http.client.HTTPException):
-            return None  # a stale socket: the full CLI searches the index itself
-        except TimeoutError as e:
-            _err(f"the daemon did not answer in time ({e})")
-            return UNAVAILABLE
-    finally:
-        conn.close()
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        data = {"error": payload.decode("utf-8", "replace")}
-    if resp.status >= 400:
-        _err(str(data.get("error", data)))
-        return USAGE if resp.status == 400 else UNAVAILABLE
-    results = data["results"]
+        results = RemoteBackend(path).search(
+            o["query"], limit=o["limit"], mode=o["mode"], in_dir=os.path.abspath(o["in_dir"]) if o["in_dir"] else None
+        )
+    except DaemonUnavailable:
+        return None  # a stale socket: the full CLI searches the index itself
+    except DaemonError as e:
+        _err(str(e))
+        return USAGE if e.status == 400 else UNAVAILABLE
     print_results(results, as_json=o["json"])
     return 0 if results else 1
 

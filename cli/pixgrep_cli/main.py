@@ -8,26 +8,15 @@ import sys
 from typing import Any
 
 import click
-from pixgrep.settings import ConfigError, ExitCode, Settings, load_settings
+from pixgrep.settings import Settings
 
+from pixgrep_cli.ctx import settings
 from pixgrep_cli.daemon_cmds import COMMANDS as DAEMON_COMMANDS
 from pixgrep_cli.doctor_cmd import doctor
 from pixgrep_cli.service_cmds import service
 from pixgrep_cli.ui_cmd import ui_cmd
 
-
-def _die(msg: str, code: ExitCode) -> None:
-    click.echo(f"pixgrep: {msg}", err=True)
-    sys.exit(int(code))
-
-
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    obj = ctx.ensure_object(dict)
-    try:
-        return load_settings(obj.get("config"), **{**obj.get("overrides", {}), **overrides})
-    except ConfigError as e:
-        _die(str(e), ExitCode.CONFIG)
-        raise  # unreachable
+_settings = settings
 
 
 def _setup_logging(settings: Settings, verbose: int) -> None:

@@ -7,7 +7,8 @@ import sys
 import click
 from pixgrep.settings import ExitCode, Settings
 
-from pixgrep_cli.client import DaemonClient, DaemonError, DaemonUnavailable
+from pixgrep_cli.ctx import settings as load_settings
+from pixgrep_cli.remote import DaemonError, DaemonUnavailable, RemoteBackend
 
 
 def _err(msg: str) -> None:
@@ -16,18 +17,16 @@ def _err(msg: str) -> None:
 
 def gallery_url(settings: Settings) -> tuple[str | None, str]:
     """(URL, '') from the running daemon, or (None, why not)."""
-    client = DaemonClient.connect(settings.socket_path)
-    if client is None:
+    remote = RemoteBackend.connect(settings.socket_path)
+    if remote is None:
         return None, (
             f"the daemon is not running (no answer on {settings.socket_path}); the gallery is served by the daemon: "
             "start it with `pixgrep daemon` or `pixgrep service install --user`"
         )
     try:
-        health = client.request("GET", "/v1/health", timeout=5.0)
+        health = remote.health()
     except (DaemonError, DaemonUnavailable) as e:
         return None, f"the daemon did not answer: {e}"
-    finally:
-        client.close()
     url = health.get("ui")
     if not url:
         if not settings.ui.enabled:
@@ -56,6 +55,4 @@ def run_ui(settings: Settings, *, open_browser: bool) -> int:
 @click.pass_context
 def ui_cmd(ctx: click.Context, no_browser: bool) -> None:
     """Open the web gallery of the running daemon (prints its URL, token included, first)."""
-    from pixgrep_cli.main import _settings
-
-    sys.exit(run_ui(_settings(ctx), open_browser=not no_browser))
+    sys.exit(run_ui(load_settings(ctx), open_browser=not no_browser))

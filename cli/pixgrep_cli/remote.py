@@ -1,0 +1,152 @@
+"""``RemoteBackend``: the CLI's client for a running daemon, standard library only.
+
+HTTP/1.1 over the daemon's Unix socket with ``http.client``: importing it costs
+nothing next to httpx, so the fast search path (``pixgrep_cli.fast``) and every
+other command share this one client. It implements ``pixgrep.backend.Backend``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from pixgrep.errors import PixgrepError
+
+HEALTH_TIMEOUT = 2.0
+
+
+class DaemonUnavailable(PixgrepError):
+    """No daemon answers on the socket (none runs, or it died mid-request)."""
+
+
+class DaemonError(PixgrepError):
+    """The daemon answered with an error, or not in time; the message is its reason.
+
+    ``status`` is the HTTP status (400: the request was refused; 0: no answer in time).
+    """
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("pixgrep", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+
+class RemoteBackend:
+    """The Backend operations as requests to the daemon at ``socket_path``."""
+
+    live = True
+
+    def __init__(self, socket_path: str | Path, timeout: float | None = 30.0) -> None:
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+
+    @classmethod
+    def connect(cls, socket_path: str | Path, timeout: float | None = 30.0) -> RemoteBackend | None:
+        """A backend if a daemon answers on ``socket_path``, else None."""
+        if not os.path.exists(socket_path):
+            return None
+        backend = cls(socket_path, timeout)
+        try:
+            backend.request("GET", "/v1/health", timeout=HEALTH_TIMEOUT)
+        except PixgrepError:
+            return None
+        return backend
+
+    def request(self, method: str, url: str, body: dict[str, Any] | None = None, *, timeout: Any = "default") -> Any:
+        """One request; the decoded JSON answer. Raises DaemonUnavailable or DaemonError."""
+        conn = _UnixConnection(self.socket_path, self.timeout if timeout == "default" else timeout)
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except TimeoutError as e:
+            raise DaemonError(f"the daemon did not answer in time ({e})") from e
+        except (OSError, http.client.HTTPException) as e:
+            # Refused, reset, a stale socket file, a daemon that died mid-answer.
+            raise DaemonUnavailable(f"no daemon answers on {self.socket_path} ({e})") from e
+        finally:
+            conn.close()
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            answer = {"error": payload.decode("utf-8", "replace")}
+        if resp.status >= 400:
+            raise DaemonError(str(answer.get("error", answer) if isinstance(answer, dict) else answer), resp.status)
+        return answer
+
+    def close(self) -> None:
+        pass  # a connection per request: nothing stays open
+
+    # The Backend operations ------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/health", timeout=HEALTH_TIMEOUT))
+
+    def status(self, *, failed: bool) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/status?" + urlencode({"failed": int(failed)})))
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int | None,
+        mode: str | None,
+        in_dir: str | None,
+        all: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        types: tuple[str, ...] | list[str] = (),
+        source: str | None = None,
+    ) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir}
+        # Only the filters that are set: the plain search body stays what every daemon version reads.
+        extra = {"all": all, "since": since, "until": until, "types": list(types), "source": source}
+        body.update({k: v for k, v in extra.items() if v})
+        return list(self.request("POST", "/v1/search", body)["results"])
+
+    def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
+        return list(self.request("POST", "/v1/similar", {"path": path, "limit": limit})["results"])
+
+    def index(
+        self,
+        paths: list[str],
+        *,
+        force: bool,
+        on_total: Callable[[int], None] | None = None,
+        on_outcome: Callable[[Any], None] | None = None,
+    ) -> dict[str, Any]:
+        # The daemon only queues: there is no progress to report here.
+        return dict(self.request("POST", "/v1/index", {"paths": paths, "force": force}))
+
+    def reindex(self, *, stale: bool, embeddings: bool, all: bool, failed: bool) -> dict[str, Any]:
+        body = {"stale": stale, "embeddings": embeddings, "all": all, "failed": failed}
+        # A rebuild runs while we wait, as long as it takes.
+        return dict(self.request("POST", "/v1/reindex", body, timeout=None))
+
+    def watch(self, path: str, *, polling: bool) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/watch", {"path": path, "polling": polling}))
+
+    def unwatch(self, path: str, *, forget: bool) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/unwatch", {"path": path, "forget": forget}, timeout=None))
