@@ -128,12 +128,18 @@ def test_no_daemon_means_no_remote_backend(settings: Settings, tmp_path: Path) -
 
 
 def test_the_cli_uses_the_daemon_when_it_answers(
-    settings: Settings, served: Recording, capsys: pytest.CaptureFixture[str]
+    settings: Settings,
+    served: Recording,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert isinstance(commands.open_backend(settings), RemoteBackend)
     assert capsys.readouterr().err == ""
+    (tmp_path / "rel").mkdir()
+    monkeypatch.chdir(tmp_path)
     assert commands.run_index(settings, paths=["rel"], force=False) == 0
-    assert served.calls[-1] == ("index", ([os.path.abspath("rel")], False))
+    assert served.calls[-1] == ("index", ([str(tmp_path / "rel")], False))
     assert "queued 1 files with the running daemon" in capsys.readouterr().out
     assert commands.run_reindex(settings, stale=True, embeddings=False, everything=False) == 0
     assert "re-ran OCR on 1, captions on 0, embeddings on 2 images; 0 failed" in capsys.readouterr().out
