@@ -9,6 +9,7 @@ their values); queries are embedded for real. Reports p50/p95 in-process and
 through the daemon-less CLI process (`pixgrep search`, process start included).
 
     python bench/search_latency.py --sizes 1000,10000,50000
+    python bench/search_latency.py --backend server --sizes 10000,100000   (bench/server_search.py)
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-PEER = HERE.parents[1] / "shared" / "corpus" / "memes_peer_easyocr.csv"
+# Beside the checkout (CI, /work/main) or beside the worktrees' folder (/work/wt/NAME).
+PEER = next(
+    (p for p in (HERE.parents[i] / "shared" / "corpus" / "memes_peer_easyocr.csv" for i in (1, 2)) if p.exists()),
+    HERE.parents[1] / "shared" / "corpus" / "memes_peer_easyocr.csv",
+)
 LINES_PER_IMAGE = [1, 2, 3, 4, 5, 5, 6, 6, 7, 8, 9, 10]
 
 
@@ -96,12 +101,24 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,50000")
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--cli-runs", type=int, default=8)
+    ap.add_argument(
+        "--backend",
+        choices=("lite", "server"),
+        default="lite",
+        help="server: HNSW vs FLAT on `milvus-lite server`, recall@10, daemon RSS (bench/server_search.py)",
+    )
     args = ap.parse_args()
     rng = random.Random(1)
     with open(PEER, encoding="utf-8") as fh:
         texts = [r["easyocr_text"] for r in csv.DictReader(fh) if r["easyocr_text"].strip()]
     lines = [t[i : i + rng.randint(6, 20)] for t in texts for i in range(0, len(t), 12)]
     queries = [rng.choice(lines)[: rng.randint(3, 8)] for _ in range(args.queries)]
+    if args.backend == "server":
+        sys.path.insert(0, str(HERE))
+        from server_search import run
+
+        run([int(x) for x in args.sizes.split(",")], args.queries, lines)
+        return
     table = []
     for n in [int(x) for x in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
