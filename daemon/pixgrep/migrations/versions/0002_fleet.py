@@ -1,0 +1,42 @@
+"""Several daemons on one database: a daemons table (heartbeats, rates) and leases on claimed queue rows.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "daemons",
+        # host:pid:start, unique per process even when a pid is reused.
+        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("version", sa.String(64), nullable=False, server_default=""),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("last_beat", sa.Float(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        # Rates and counters as JSON: images/s, indexed since start, claimed now.
+        sa.Column("stats_json", sa.Text(), nullable=False, server_default="{}"),
+    )
+    with op.batch_alter_table("queue") as batch:
+        batch.add_column(sa.Column("claimed_by", sa.String(128)))
+        batch.add_column(sa.Column("lease_until", sa.Float()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("queue") as batch:
+        batch.drop_column("lease_until")
+        batch.drop_column("claimed_by")
+    op.drop_table("daemons")
