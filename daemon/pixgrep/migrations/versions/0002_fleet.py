@@ -1,4 +1,6 @@
-"""Several daemons on one database: a daemons table (heartbeats, rates) and leases on claimed queue rows.
+"""Several daemons on one database: a daemons table (heartbeats, rates), leases on claimed queue rows and
+on contents being OCR'd (so two daemons never OCR the same bytes), and a re-queue mark for an event that
+arrives while another daemon processes the path.
 
 Revision ID: 0002
 Revises: 0001
@@ -33,10 +35,18 @@ def upgrade() -> None:
     with op.batch_alter_table("queue") as batch:
         batch.add_column(sa.Column("claimed_by", sa.String(128)))
         batch.add_column(sa.Column("lease_until", sa.Float()))
+        batch.add_column(sa.Column("requeue", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("contents") as batch:
+        batch.add_column(sa.Column("claimed_by", sa.String(128)))
+        batch.add_column(sa.Column("lease_until", sa.Float()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("contents") as batch:
+        batch.drop_column("lease_until")
+        batch.drop_column("claimed_by")
     with op.batch_alter_table("queue") as batch:
+        batch.drop_column("requeue")
         batch.drop_column("lease_until")
         batch.drop_column("claimed_by")
     op.drop_table("daemons")
