@@ -1,5 +1,5 @@
 """Several daemons on one database: a daemons table (heartbeats, rates), leases on claimed queue rows and
-on contents being OCR'd (so two daemons never OCR the same bytes), and a re-queue mark for an event that
+on contents being OCR'd (content_leases) (so two daemons never OCR the same bytes), and a re-queue mark for an event that
 arrives while another daemon processes the path.
 
 Revision ID: 0002
@@ -36,15 +36,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("claimed_by", sa.String(128)))
         batch.add_column(sa.Column("lease_until", sa.Float()))
         batch.add_column(sa.Column("requeue", sa.Boolean(), nullable=False, server_default=sa.false()))
-    with op.batch_alter_table("contents") as batch:
-        batch.add_column(sa.Column("claimed_by", sa.String(128)))
-        batch.add_column(sa.Column("lease_until", sa.Float()))
+    # Bytes being OCR'd: a second daemon that meets the same content (a copy, a rename) waits for them.
+    op.create_table(
+        "content_leases",
+        sa.Column("hash", sa.String(64), primary_key=True),
+        sa.Column("owner", sa.String(128), nullable=False),
+        sa.Column("until", sa.Float(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("contents") as batch:
-        batch.drop_column("lease_until")
-        batch.drop_column("claimed_by")
+    op.drop_table("content_leases")
     with op.batch_alter_table("queue") as batch:
         batch.drop_column("requeue")
         batch.drop_column("lease_until")
