@@ -228,6 +228,32 @@ class DaemonSettings(_Section):
     idle_unload_seconds: float = Field(default=0.0, ge=0)
     shutdown_timeout: float = Field(default=20.0, gt=0)
     queue_size: int = Field(default=256, ge=1)
+    # Several daemons on one set of books (PostgreSQL): each names its host in `pixgrep status`
+    # (empty: the machine's host name) and beats every heartbeat_seconds; work claimed by a
+    # daemon silent for lease_seconds goes back to the queue for the others.
+    host_name: str = ""
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlives_beats(self) -> DaemonSettings:
+        if self.lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("lease_seconds must be at least twice heartbeat_seconds")
+        return self
+
+
+class DbSettings(_Section):
+    # Empty: the SQLite file pixgrep.sqlite under $PIXGREP_HOME. A SQLAlchemy URL otherwise:
+    # "postgresql+psycopg://user:password@host/db" (pip install 'pixgrep[postgres]') keeps the
+    # books and the work queue in PostgreSQL, shared by daemons on several hosts.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        return v
 
 
 class UiSettings(_Section):
@@ -264,6 +290,7 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     watch: WatchSettings = WatchSettings()
     daemon: DaemonSettings = DaemonSettings()
+    db: DbSettings = DbSettings()
     ui: UiSettings = UiSettings()
 
     @field_validator("home", "config_file")
@@ -290,6 +317,14 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.home / "pixgrep.sqlite"
+
+    @property
+    def db_url(self) -> str:
+        return self.db.url or f"sqlite:///{self.db_path}"
+
+    @property
+    def db_is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite:")
 
     @property
     def milvus_uri(self) -> str:
