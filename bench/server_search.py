@@ -115,24 +115,15 @@ def timed_search(st: Any, qs: list[np.ndarray], ef: int | None = None) -> tuple[
 
 def write_books(home: Path, n: int, lines: list[str]) -> None:
     """The same items in the SQLite books (what the daemon loads and counts), without touching Milvus."""
-    from pixgrep.db import Database
+    from pixgrep.catalog import Catalog
 
-    db = Database(home / "pixgrep.sqlite")
+    db = Catalog(home / "pixgrep.sqlite")
     for batch in items(n, lines):
-        rows_c = [(h, segs[0].text) for h, segs, _ in batch]
-        rows_p = [(f"/synthetic/{int(h, 16) // 1000:03d}/img{int(h, 16):07d}.jpg".encode(), h, int(h, 16))
-                  for h, _, _ in batch]  # fmt: skip
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO contents (hash, status, source, text, lines_json, captions_json, versions_json, retryable, "
-                "attempts, created_at, updated_at) VALUES (?, 'done', 'ocr', ?, '[]', '[]', '{}', 0, 1, 0, 0)",
-                rows_c,
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO paths (path, content_hash, size, mtime_ns, inode, attempts, seen_at) "
-                "VALUES (?, ?, 1, 1, ?, 0, 0)",
-                rows_p,
-            )
+        db.seed(
+            [{"hash": h, "status": "done", "source": "ocr", "text": segs[0].text, "attempts": 1} for h, segs, _ in batch],
+            [{"path": f"/synthetic/{int(h, 16) // 1000:03d}/img{int(h, 16):07d}.jpg", "content_hash": h, "size": 1,
+              "mtime_ns": 1, "inode": int(h, 16)} for h, _, _ in batch],
+        )  # fmt: skip
     db.close()
 
 

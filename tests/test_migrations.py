@@ -99,3 +99,43 @@ def test_postgresql_gets_the_same_schema(pg_url: str, tmp_path: Path) -> None:
     finally:
         pg.dispose()
         lite.dispose()
+
+
+def _drift(catalog: object) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from pixgrep.catalog import Base, Catalog
+
+    assert isinstance(catalog, Catalog)
+    with catalog.engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata))
+
+
+def test_migrations_build_the_catalogs_schema_on_sqlite(tmp_path: Path) -> None:
+    from pixgrep.catalog import Catalog
+
+    c = Catalog(tmp_path / "b.sqlite")
+    try:
+        assert _drift(c) == []
+    finally:
+        c.close()
+
+
+@pytest.mark.slow
+def test_migrations_build_the_catalogs_schema_on_postgresql(pg_url: str) -> None:
+    from pixgrep.catalog import Catalog
+
+    c = Catalog(pg_url)
+    try:
+        assert c.dialect == "postgresql" and _drift(c) == []
+    finally:
+        c.close()
+
+
+@pytest.mark.slow
+def test_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
+    from pixgrep.catalog import Catalog
+    from pixgrep.errors import BooksUnavailable
+
+    with pytest.raises(BooksUnavailable, match=r"^cannot open the books at postgresql\+psycopg://u:\*\*\*@/x"):
+        Catalog(f"postgresql+psycopg://u:secret@/x?host={tmp_path}")

@@ -279,6 +279,19 @@ def _search(
         backend.close()
 
 
+def _print_daemons(daemons: list[dict[str, Any]]) -> None:
+    """One line per daemon sharing the books: host, pid, state, last heartbeat, rate."""
+    if len(daemons) < 2 and all(d.get("alive") for d in daemons):
+        return  # one daemon: the lines above already say it all
+    for d in daemons:
+        rate = d.get("images_per_second")
+        click.echo(
+            f"{'daemons:':9} {d['host']} pid {d['pid']} {d['state']}, beat {d['seconds_since_beat']:.0f}s ago"
+            + (f", {rate:.2f} images/s" if rate is not None else "")
+            + f", {d.get('indexed_since_start', 0)} indexed"
+        )
+
+
 def run_status(settings: Settings, *, failed: bool, as_json: bool) -> int:
     backend = open_backend(settings, announce=False)
     try:
@@ -310,6 +323,7 @@ def _print_status(info: dict[str, Any], *, failed: bool) -> None:
     )
     if d.get("images_per_second") is not None:
         click.echo(f"rate:     {d['images_per_second']:.2f} images/s")
+    _print_daemons(info.get("daemons", []))
     _print_errors(d.get("last_errors") or [], info.get("failures", []) if failed else [])
 
 

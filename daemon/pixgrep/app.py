@@ -38,7 +38,7 @@ class Index:
         self.settings = settings
         private_state(settings.home)  # 0700 and a 0077 umask: Milvus Lite and the local index are private too
         self.search_only = search_only
-        self.db = Catalog(settings.db_path)
+        self.db = Catalog(settings.db_url)
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers, store_factory=store_factory)
         self._reader: LocalReader | Literal[False] | None = None  # False: this index has none
 
@@ -179,6 +179,10 @@ def status(db: Catalog, settings: Settings, *, failed: bool = False, limit: int 
     counts = db.counts()
     out: dict[str, Any] = {"counts": counts, "home": str(settings.home), "milvus": settings.milvus_uri}
     out["roots"] = db.roots()
+    # Every daemon sharing these books (one, or several hosts on PostgreSQL), with its rates.
+    from pixgrep.service.fleet import describe
+
+    out["daemons"] = describe(db.daemons(), lease_seconds=settings.daemon.lease_seconds)
     if failed:
         out["failures"] = db.failures(limit)
     return out

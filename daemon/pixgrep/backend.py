@@ -118,7 +118,7 @@ class LocalBackend:
         return self._index
 
     def _need_books(self) -> None:
-        if not self.settings.db_path.exists():
+        if not self.settings.books_exist:
             from pixgrep.errors import NoIndex
 
             raise NoIndex(f"no index at {self.settings.home} yet: run `pixgrep index DIR` or `pixgrep watch DIR` first")
@@ -139,11 +139,11 @@ class LocalBackend:
 
     def status(self, *, failed: bool) -> dict[str, Any]:
         s = self.settings
-        if s.db_path.exists():
+        if s.books_exist:
             from pixgrep.app import status
             from pixgrep.catalog import Catalog
 
-            db = Catalog(s.db_path)
+            db = Catalog(s.db_url)
             try:
                 info = status(db, s, failed=failed)
             finally:

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -80,6 +81,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
+    BigInteger,
     ForeignKey,
     Index,
     LargeBinary,
@@ -92,21 +94,23 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     or_,
     select,
-    text,
     type_coerce,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from pixgrep import migrate
+from pixgrep.errors import BooksUnavailable
 from pixgrep.private import private_state
 
-SCHEMA_VERSION = 3
 _CHUNK = 500  # bound parameters per IN (...), well under SQLite's limit
 
 
@@ -142,11 +146,12 @@ class OutcomeStatus(StrEnum):
     UNCHANGED = "unchanged"
     FAILED = "failed"  # recorded in the books with its reason
     RETRY = "retry"  # transient: the caller should try again later
+    BUSY = "busy"  # another daemon is reading these bytes: try again shortly, no attempt counted
 
     @property
     def recorded(self) -> bool:
         """The books hold the result: nothing for a queue to retry."""
-        return self is not OutcomeStatus.RETRY
+        return self not in (OutcomeStatus.RETRY, OutcomeStatus.BUSY)
 
 
 def is_settled(status: str | None, retryable: bool | None) -> bool:
@@ -240,9 +245,10 @@ class PathEntry(Base):
     path: Mapped[str] = mapped_column(FsPath, primary_key=True)
     content_hash: Mapped[str | None] = mapped_column(ForeignKey("contents.hash"), index=True)
     root: Mapped[str | None] = mapped_column(FsPath, index=True)
-    size: Mapped[int] = mapped_column(default=0)
-    mtime_ns: Mapped[int] = mapped_column(default=0)
-    inode: Mapped[int] = mapped_column(default=0)
+    # 64-bit: sizes, nanosecond mtimes and inode numbers overflow PostgreSQL's INTEGER.
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    inode: Mapped[int] = mapped_column(BigInteger, default=0)
     # Errors that belong to the path, not the bytes (unreadable, vanished).
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -270,31 +276,40 @@ class QueueItem(Base):
     error: Mapped[str | None] = mapped_column(Text)
     enqueued_at: Mapped[float] = mapped_column(default=time.time)
     claimed_at: Mapped[float | None]
+    # Which daemon holds a processing row, and until when (its heartbeat extends the lease).
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[float | None]
+    # A newer event arrived while the row was processing: back to pending when that ends.
+    requeue: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (Index("ix_queue_state_not_before", "state", "not_before"),)
 
 
+class ContentLease(Base):
+    """Bytes one daemon is reading and OCR'ing: another daemon meeting them (a copy, a rename) waits."""
+
+    __tablename__ = "content_leases"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    until: Mapped[float]
+
+
+class DaemonRow(Base):
+    """One daemon process sharing these books: its host, last heartbeat and rates."""
+
+    __tablename__ = "daemons"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    started_at: Mapped[float]
+    last_beat: Mapped[float]
+    state: Mapped[str] = mapped_column(String(16))
+    stats_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+
+
 # --------------------------------------------------------------------------
-# Schema upgrades (SQLite; a PostgreSQL deployment starts at the current version)
-
-
-def _add_column(conn: Any, table: str, column: str, ddl: str) -> None:
-    """ALTER TABLE ADD COLUMN, if the table exists without it (create_all makes missing tables whole)."""
-    cols = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
-    if cols and column not in cols:
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-
-
-def _upgrade_1_to_2(conn: Any) -> None:
-    _add_column(conn, "contents", "captions_json", "TEXT NOT NULL DEFAULT '[]'")
-
-
-def _upgrade_2_to_3(conn: Any) -> None:
-    _add_column(conn, "queue", "src", "BLOB")
-
-
-# version -> function that upgrades a database from that version to the next
-UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
+# Dialects: the only places that differ between SQLite and PostgreSQL
 
 
 def _insert(conn: Connection) -> Any:
@@ -356,45 +371,48 @@ class Refreshed:
 # The books
 
 
+def _engine(url: URL) -> Engine:
+    """SQLite: one file in WAL mode. PostgreSQL: a small pool that survives a server restart."""
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
 class Catalog:
-    """The SQLite books: paths, contents, roots and the work queue (``self.queue``)."""
+    """The books: paths, contents, roots and the work queue (``self.queue``).
 
-    def __init__(self, path: Path) -> None:
-        # The books hold every OCR'd text: 0700 folder, 0600 files (and -wal/-shm), whatever the umask.
-        private_state(path.parent)
-        self.path = path
-        self.engine: Engine = create_engine(
-            f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False}
-        )
+    ``target`` is the SQLite file, or a SQLAlchemy URL (``settings.db_url``): ``sqlite:///…`` or
+    ``postgresql+psycopg://…``. The schema is Alembic's (pixgrep/migrations), brought up to date on open.
+    """
 
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
+    def __init__(self, target: Path | str) -> None:
+        url = make_url(f"sqlite:///{target}" if isinstance(target, Path) else target)
+        self.dialect = url.get_backend_name()
+        self.path: Path | None = None
+        if self.dialect == "sqlite":
+            self.path = Path(url.database or "")
+            # The books hold every OCR'd text: 0700 folder, 0600 files (and -wal/-shm), whatever the umask.
+            private_state(self.path.parent)
+        self.where = str(self.path) if self.path else url.render_as_string(hide_password=True)
+        self.engine: Engine = _engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            has_meta = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")).first()
-            if not has_meta:
-                Base.metadata.create_all(conn)
-                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                return
-            version = int(conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}, newer than this pixgrep ({SCHEMA_VERSION})"
-                )
-            while version < SCHEMA_VERSION:
-                UPGRADES[version](conn)
-                version += 1
-            Base.metadata.create_all(conn)
-            conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(version)))
+        try:
+            migrate.upgrade(self.engine, where=self.where)
+        except OperationalError as e:
+            self.engine.dispose()
+            raise BooksUnavailable(
+                f"cannot open the books at {self.where}: {str(e.orig).strip().splitlines()[0]}"
+            ) from e
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -620,6 +638,62 @@ class Catalog:
             if s.scalar(select(PathEntry.path).where(PathEntry.content_hash == h).limit(1)) is None
         ]
 
+    # Several daemons --------------------------------------------------------
+    def beat(
+        self, daemon: str, *, host: str, pid: int, version: str, state: str, stats: dict[str, Any], now: float
+    ) -> None:
+        """Insert or refresh a daemon's row; forget daemons silent for a day."""
+        t = cast(Table, DaemonRow.__table__)
+        with self.engine.begin() as conn:
+            ins = _insert(conn)(t).values(
+                id=daemon, host=host, pid=pid, version=version, started_at=now, last_beat=now, state=state,
+                stats_json=json.dumps(stats),
+            )  # fmt: skip
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[t.c.id],
+                    set_={"last_beat": now, "state": state, "stats_json": ins.excluded.stats_json},
+                )
+            )
+            conn.execute(delete(t).where(t.c.last_beat < now - 86400))
+
+    def daemons(self) -> list[dict[str, Any]]:
+        """Every daemon that beat in the last day: host, pid, state, last beat, rates."""
+        with self.session() as s:
+            rows = s.scalars(select(DaemonRow).order_by(DaemonRow.host, DaemonRow.started_at)).all()
+        return [
+            {"id": r.id, "host": r.host, "pid": r.pid, "version": r.version, "state": r.state,
+             "started_at": r.started_at, "last_beat": r.last_beat, **json.loads(r.stats_json)}
+            for r in rows
+        ]  # fmt: skip
+
+    def lease_content(self, digest: str, owner: str, until: float, now: float) -> bool:
+        """Take the bytes ``digest`` for OCR; False while another daemon's lease on them runs."""
+        t = cast(Table, ContentLease.__table__)
+        with self.engine.begin() as conn:
+            ins = _insert(conn)(t).values(hash=digest, owner=owner, until=until)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[t.c.hash],
+                set_={"owner": owner, "until": until},
+                where=or_(t.c.owner == owner, t.c.until < now),
+            ).returning(t.c.hash)
+            return conn.execute(stmt).first() is not None
+
+    def extend_content_leases(self, owner: str, until: float) -> None:
+        t = cast(Table, ContentLease.__table__)
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.owner == owner).values(until=until))
+
+    def release_content_leases(self, owner: str, digests: Sequence[str] | None = None, *, now: float = 0.0) -> None:
+        """Drop ``owner``'s leases (all of them when ``digests`` is None), and any that ran out before ``now``."""
+        t = cast(Table, ContentLease.__table__)
+        with self.engine.begin() as conn:
+            if digests is None:
+                conn.execute(delete(t).where(or_(t.c.owner == owner, t.c.until < now)))
+            else:
+                for chunk in _chunks(digests):
+                    conn.execute(delete(t).where(t.c.owner == owner, t.c.hash.in_(chunk)))
+
     # Roots ------------------------------------------------------------------
     def roots(self) -> list[str]:
         with self.session() as s:
@@ -842,7 +916,10 @@ def _enqueue_stmt(conn: Connection) -> Any:
     """One row per path: a newer event resets it to pending.
 
     A pending move absorbs later upserts and deletes of its destination (the move
-    already reconciles both paths); a pending force absorbs an upsert.
+    already reconciles both paths); a pending force absorbs an upsert. A row being
+    processed stays with the daemon that holds it, marked ``requeue``: it goes back
+    to pending when that daemon is done, so two daemons never work on one path
+    (both daemons' watchers see the same event on a shared folder).
     """
     ins = _insert(conn)(_Q)
     ex = ins.excluded
@@ -850,24 +927,33 @@ def _enqueue_stmt(conn: Connection) -> Any:
         _LIVE, _Q.c.op == QueueOp.MOVE.value, or_(ex.op == QueueOp.UPSERT.value, ex.op == QueueOp.DELETE.value)
     )
     keeps_force = and_(_LIVE, _Q.c.op == QueueOp.FORCE.value, ex.op == QueueOp.UPSERT.value)
+    held = _Q.c.state == QueueState.PROCESSING.value
     return ins.on_conflict_do_update(
         index_elements=[_Q.c.path],
         set_={
             "op": case((keeps_move, QueueOp.MOVE.value), (keeps_force, QueueOp.FORCE.value), else_=ex.op),
             "src": case((keeps_move, _Q.c.src), else_=ex.src),
-            "state": QueueState.PENDING.value,
-            "attempts": 0,
+            "state": case((held, _Q.c.state), else_=QueueState.PENDING.value),
+            "requeue": held,
+            "attempts": case((held, _Q.c.attempts), else_=0),
             "not_before": ex.not_before,
             "error": None,
             "enqueued_at": ex.enqueued_at,
-            "claimed_at": None,
+            "claimed_at": case((held, _Q.c.claimed_at), else_=None),
+            "claimed_by": case((held, _Q.c.claimed_by), else_=None),
+            "lease_until": case((held, _Q.c.lease_until), else_=None),
         },
     )
 
 
-def _claimed(item_id: Any) -> Any:
-    """A row this worker holds: only such rows move on (a newer event re-queued the others)."""
-    return and_(_Q.c.id == item_id, _Q.c.state == QueueState.PROCESSING.value)
+def _unclaimed(**values: Any) -> dict[str, Any]:
+    """The columns of a row leaving processing: no holder, no lease, no re-queue mark."""
+    return {"claimed_by": None, "lease_until": None, "requeue": False, **values}
+
+
+def _after(state: QueueState) -> Any:
+    """``state``, unless a newer event arrived while the row was processing: then pending."""
+    return case((_Q.c.requeue, QueueState.PENDING.value), else_=state.value)
 
 
 class Queue:
@@ -880,12 +966,23 @@ class Queue:
         max_attempts: int = 5,
         clock: Callable[[], float] = time.time,
         backoff: Callable[[int], float] = backoff,
+        host: str = "",
+        lease_seconds: float = 60.0,
     ) -> None:
         self.catalog = catalog
         self.max_attempts = max_attempts
         self.clock = clock
         # Seconds before attempt n + 1 (tests shorten it).
         self.backoff = backoff
+        # Who holds a claim: host:pid:start. Another daemon reclaims it once the lease
+        # (extended by this daemon's heartbeat) runs out.
+        self.host = host or socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{int(clock() * 1000)}"
+        self.lease_seconds = lease_seconds
+
+    def _claimed(self, item_id: Any) -> Any:
+        """A row this worker holds: only such rows move on (another daemon may have reclaimed the rest)."""
+        return and_(_Q.c.id == item_id, _Q.c.state == QueueState.PROCESSING.value, _Q.c.claimed_by == self.owner)
 
     def _exec(self, stmt: Any, params: Any = None) -> Any:
         with self.catalog.engine.begin() as conn:
@@ -917,39 +1014,75 @@ class Queue:
         return len(rows)
 
     # The worker ------------------------------------------------------------
-    def recover(self) -> int:
-        """Return rows a crashed run had claimed to pending; give up on repeat offenders."""
+    def _return_claims(self, which: Any) -> int:
+        """Processing rows matching ``which`` back to pending (an attempt each); give up on repeat offenders."""
         with self.catalog.engine.begin() as conn:
             n = conn.execute(
                 update(_Q)
-                .where(_Q.c.state == QueueState.PROCESSING.value)
+                .where(_Q.c.state == QueueState.PROCESSING.value, which)
                 .values(
-                    state=QueueState.PENDING.value, attempts=_Q.c.attempts + 1, claimed_at=None, not_before=self.clock()
+                    _unclaimed(
+                        state=QueueState.PENDING.value,
+                        attempts=_Q.c.attempts + 1,
+                        claimed_at=None,
+                        not_before=self.clock(),
+                    )
                 )
             ).rowcount
-            # A file that was in flight during several crashes may be what crashes us.
-            conn.execute(
-                update(_Q)
-                .where(_Q.c.state == QueueState.PENDING.value, _Q.c.attempts >= self.max_attempts)
-                .values(
-                    state=QueueState.FAILED.value,
-                    error=f"was being processed during {self.max_attempts} crashes; giving up",
+            if n:
+                # A file that was in flight during several crashes may be what crashes us.
+                conn.execute(
+                    update(_Q)
+                    .where(_Q.c.state == QueueState.PENDING.value, _Q.c.attempts >= self.max_attempts)
+                    .values(
+                        state=QueueState.FAILED.value,
+                        error=f"was being processed during {self.max_attempts} crashes; giving up",
+                    )
                 )
-            )
         return int(n or 0)
+
+    def recover(self) -> int:
+        """At start: return the claims an earlier daemon on this host left, and any whose lease ran out."""
+        mine = or_(
+            _Q.c.claimed_by.is_(None),
+            _Q.c.claimed_by.startswith(f"{self.host}:", autoescape=True),
+            _Q.c.lease_until < self.clock(),
+        )
+        return self._return_claims(mine)
+
+    def reclaim_expired(self, now: float | None = None) -> int:
+        """Return claims whose lease ran out (their daemon died or lost the books) to pending."""
+        return self._return_claims(_Q.c.lease_until < (self.clock() if now is None else now))
+
+    def extend(self, until: float) -> None:
+        """Keep this daemon's claims: its heartbeat pushes their lease to ``until``."""
+        self._exec(
+            update(_Q)
+            .where(_Q.c.claimed_by == self.owner, _Q.c.state == QueueState.PROCESSING.value)
+            .values(lease_until=until)
+        )
 
     def claim(self, limit: int) -> list[Item]:
         now = self.clock()
+        # SKIP LOCKED: on PostgreSQL two daemons claiming at once take different rows instead of
+        # waiting on each other's (SQLite has one writer and renders no FOR UPDATE).
         due = (
             select(_Q.c.id)
             .where(_Q.c.state == QueueState.PENDING.value, _Q.c.not_before <= now)
             .order_by(_Q.c.not_before, _Q.c.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         stmt = (
             update(_Q)
             .where(_Q.c.id.in_(due.scalar_subquery()))
-            .values(state=QueueState.PROCESSING.value, claimed_at=now)
+            .values(
+                state=QueueState.PROCESSING.value,
+                claimed_at=now,
+                claimed_by=self.owner,
+                lease_until=now + self.lease_seconds,
+                requeue=False,
+            )
             .returning(_Q.c.id, _Q.c.path, _Q.c.op, _Q.c.src, _Q.c.attempts, _Q.c.enqueued_at)
         )
         with self.catalog.engine.begin() as conn:
@@ -963,16 +1096,16 @@ class Queue:
         note = note or {}
         stmt = (
             update(_Q)
-            .where(_claimed(bindparam("b_id")))
-            .values(state=QueueState.DONE.value, error=bindparam("b_error"), claimed_at=self.clock())
+            .where(self._claimed(bindparam("b_id")))
+            .values(_unclaimed(state=_after(QueueState.DONE), error=bindparam("b_error"), claimed_at=self.clock()))
         )
         self._exec(stmt, [{"b_id": it.id, "b_error": note.get(it.id)} for it in items])
 
     def fail(self, item: Item, error: str) -> None:
         self._exec(
             update(_Q)
-            .where(_claimed(item.id))
-            .values(state=QueueState.FAILED.value, error=error, attempts=_Q.c.attempts + 1)
+            .where(self._claimed(item.id))
+            .values(_unclaimed(state=_after(QueueState.FAILED), error=error, attempts=_Q.c.attempts + 1))
         )
 
     def retry(self, item: Item, error: str) -> bool:
@@ -983,13 +1116,15 @@ class Queue:
             return False
         self._exec(
             update(_Q)
-            .where(_claimed(item.id))
+            .where(self._claimed(item.id))
             .values(
-                state=QueueState.PENDING.value,
-                error=error,
-                attempts=attempts,
-                not_before=self.clock() + self.backoff(attempts),
-                claimed_at=None,
+                _unclaimed(
+                    state=QueueState.PENDING.value,
+                    error=error,
+                    attempts=attempts,
+                    not_before=self.clock() + self.backoff(attempts),
+                    claimed_at=None,
+                )
             )
         )
         return True
@@ -998,14 +1133,18 @@ class Queue:
         """Put back without counting an attempt (e.g. the file is still being written)."""
         self._exec(
             update(_Q)
-            .where(_claimed(item.id))
-            .values(state=QueueState.PENDING.value, not_before=until, claimed_at=None)
+            .where(self._claimed(item.id))
+            .values(_unclaimed(state=QueueState.PENDING.value, not_before=until, claimed_at=None))
         )
 
     def release(self, items: Sequence[Item]) -> None:
         """Return unfinished claims at shutdown."""
         if items:
-            stmt = update(_Q).where(_claimed(bindparam("b_id"))).values(state=QueueState.PENDING.value, claimed_at=None)
+            stmt = (
+                update(_Q)
+                .where(self._claimed(bindparam("b_id")))
+                .values(_unclaimed(state=QueueState.PENDING.value, claimed_at=None))
+            )
             self._exec(stmt, [{"b_id": it.id} for it in items])
 
     def requeue_failed(self) -> int:

@@ -194,7 +194,7 @@ def diagnose(settings: Settings, *, repair: bool = False) -> Report:
     if pid is not None:
         raise AlreadyRunning(f"the daemon (pid {pid}) holds {settings.home}; stop it before running doctor", pid)
     report = Report()
-    has_books = settings.db_path.exists()
+    has_books = settings.books_exist
     perms = _permissions(settings)
     index = Index(settings, ocr_workers=0) if has_books else None
     try:

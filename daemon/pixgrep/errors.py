@@ -19,6 +19,10 @@ class StoreUnavailable(RetryableError):
     """The vector store cannot be reached."""
 
 
+class BooksUnavailable(RetryableError):
+    """The books' database (PostgreSQL) cannot be reached."""
+
+
 class EmbeddingMismatch(PixgrepError):
     """The collection was built with another embedding model or dimension."""
 

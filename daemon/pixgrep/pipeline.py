@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,8 @@ class Pipeline:
         self._captioner_error: str | None = None
         self.ocr_pool = OcrPool(settings, ocr_workers)
         self._lock = threading.RLock()
+        # (owner, seconds) when several daemons share the books: new bytes are leased before OCR.
+        self.lease: tuple[str, float] | None = None
 
     # Lazily loaded stages -------------------------------------------------
     @property
@@ -311,12 +314,30 @@ class Pipeline:
             else:
                 self._path_error(path, root, str(e))
             return Outcome(path, OutcomeStatus.RETRY, None, str(e))
+        # Leased before the books are asked: the daemon that held the lease has recorded the bytes
+        # by the time it lets go, so they are found settled here instead of OCR'd twice.
+        if not self._leased(fb.digest):
+            # A copy or a rename of bytes another daemon is OCR'ing: link them once it is done.
+            return Outcome(path, OutcomeStatus.BUSY, fb.digest, "another daemon is reading these bytes")
         content = None if force else self.db.content(fb.digest)
         if content is not None and content.settled:
+            self._release([fb.digest])
             self._forget(self.db.link([stage.link_of(path, root, fb)]))
             status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED
             return Outcome(path, status, fb.digest, content.error)
         return Pending(path, root, fb)
+
+    def _leased(self, digest: str) -> bool:
+        """Whether this process may OCR ``digest`` (always, unless several daemons share the books)."""
+        if self.lease is None:
+            return True
+        owner, seconds = self.lease
+        now = time.time()
+        return self.db.lease_content(digest, owner, now + seconds, now)
+
+    def _release(self, digests: Sequence[str]) -> None:
+        if self.lease is not None and digests:
+            self.db.release_content_leases(self.lease[0], digests)
 
     def _path_error(self, path: str, root: str | None, msg: str, *, failed_at: os.stat_result | None = None) -> None:
         """Record an error of the path itself. ``failed_at``: the stat of bytes that failed for good (an empty
@@ -336,6 +357,7 @@ class Pipeline:
             max_attempts=self.settings.pipeline.max_attempts,
             links=item.links(),
         )
+        self._release([item.digest])
         self._forget(orphans)
 
     def _finish(self, batch: Sequence[Analysed]) -> list[Outcome]:
@@ -352,6 +374,7 @@ class Pipeline:
                 out += [Outcome(path, OutcomeStatus.RETRY, a.digest, str(e)) for path in a.item.paths()]
             return out
         self._forget(self.db.record_indexed([self._indexed(a) for a in batch]))
+        self._release([a.digest for a in batch])
         return [
             Outcome(path, OutcomeStatus.INDEXED if path == a.item.path else OutcomeStatus.LINKED, a.digest)
             for a in batch

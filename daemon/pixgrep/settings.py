@@ -327,6 +327,13 @@ class Settings(BaseSettings):
         return self.db_url.startswith("sqlite:")
 
     @property
+    def books_exist(self) -> bool:
+        """Whether there are books to read: the SQLite file exists (a database server's may always)."""
+        if not self.db_is_sqlite:
+            return True
+        return ":///" in self.db_url and Path(self.db_url.split(":///", 1)[1]).exists()
+
+    @property
     def milvus_uri(self) -> str:
         return self.milvus.uri or str(self.home / "milvus.db")
 

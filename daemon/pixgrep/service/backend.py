@@ -131,6 +131,8 @@ class DaemonBackend:
             "watchers": watcher.folders() if watcher else [],
             "reconcile": rescan.summary() if rescan else {},
             "last_errors": [f"{e['path']}: {e['error']}" for e in errors],
+            "host": sup.queue.host,
+            "id": sup.queue.owner,
         }
 
     def watch(self, path: str, *, polling: bool) -> dict[str, Any]:

@@ -2,83 +2,72 @@
 
 Each daemon has a row in ``daemons`` (host, pid, last heartbeat, rates). ``pixgrep-heartbeat`` beats every
 ``daemon.heartbeat_seconds``: it refreshes that row, extends the leases on the queue rows and contents this
-daemon holds, and returns to pending any row whose lease ran out (its daemon was killed, or lost its
-host). A daemon that stops cleanly marks its row stopped and releases its claims.
+daemon holds, and returns to pending any claim whose lease ran out (its daemon was killed, or lost its
+host). A daemon that stops cleanly marks its row stopped and gives its content leases up.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from pixgrep.catalog import Catalog, Queue
 from pixgrep.service.threads import StoppableThread
 
 log = logging.getLogger("pixgrep.service.fleet")
 
 
-def daemon_id(host: str) -> str:
-    """``host:pid:start``: unique per process, even when the host reuses a pid."""
-    return f"{host}:{os.getpid()}:{int(time.time() * 1000)}"
-
-
-def host_name(configured: str) -> str:
-    return configured or socket.gethostname()
-
-
-class Books(Protocol):
-    """What the heartbeat needs from the catalog."""
-
-    def beat(self, daemon: str, *, host: str, pid: int, version: str, state: str, stats: dict[str, Any]) -> None:
-        """Insert or refresh this daemon's row."""
-        ...
-
-    def extend_leases(self, daemon: str, until: float) -> None:
-        """Push the lease of every queue row and content this daemon holds to ``until``."""
-        ...
-
-    def reclaim_expired(self, now: float) -> int:
-        """Return work whose lease ran out to pending; how many queue rows."""
-        ...
+def describe(daemons: list[dict[str, Any]], *, lease_seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Daemon rows for `pixgrep status`: ``alive`` unless stopped or silent longer than a lease."""
+    now = time.time() if now is None else now
+    out = []
+    for d in daemons:
+        silent = now - d["last_beat"]
+        alive = d["state"] == "running" and silent < lease_seconds
+        out.append({**d, "alive": alive, "seconds_since_beat": round(silent, 1),
+                    "state": d["state"] if alive or d["state"] != "running" else "lost"})  # fmt: skip
+    return out
 
 
 class Heartbeat(StoppableThread):
-    """The ``pixgrep-heartbeat`` thread."""
+    """The ``pixgrep-heartbeat`` thread; the daemon's id is its queue's owner."""
 
     def __init__(
         self,
-        books: Books,
+        catalog: Catalog,
+        queue: Queue,
         *,
-        daemon: str,
-        host: str,
         version: str,
         interval: float,
-        lease_seconds: float,
         stats: Callable[[], dict[str, Any]],
         on_reclaim: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__("pixgrep-heartbeat")
-        self.books = books
-        self.daemon = daemon
-        self.host = host
+        self.catalog = catalog
+        self.queue = queue
         self.version = version
         self.interval = interval
-        self.lease_seconds = lease_seconds
         self.stats = stats
         self.on_reclaim = on_reclaim
         self.error: str | None = None
 
     def beat(self, state: str = "running") -> None:
         now = time.time()
-        self.books.beat(self.daemon, host=self.host, pid=os.getpid(), version=self.version, state=state,
-                        stats=self.stats())  # fmt: skip
-        if state == "running":
-            self.books.extend_leases(self.daemon, now + self.lease_seconds)
-            if self.books.reclaim_expired(now):
-                self.on_reclaim()
+        q = self.queue
+        self.catalog.beat(q.owner, host=q.host, pid=os.getpid(), version=self.version, state=state,
+                          stats=self.stats(), now=now)  # fmt: skip
+        if state != "running":
+            self.catalog.release_content_leases(q.owner, now=now)
+            return
+        q.extend(now + q.lease_seconds)
+        self.catalog.extend_content_leases(q.owner, now + q.lease_seconds)
+        n = q.reclaim_expired(now)
+        if n:
+            log.warning("took back %d queue items whose daemon stopped beating", n)
+            self.on_reclaim()
 
     def on_thread_start(self) -> None:
         self.beat()

@@ -32,11 +32,18 @@ class WorkQueue(Queue):
         max_attempts: int = 5,
         clock: Callable[[], float] = time.time,
         backoff: Callable[[int], float] = backoff,
+        host: str = "",
+        lease_seconds: float = 60.0,
     ) -> None:
-        super().__init__(db, max_attempts=max_attempts, clock=clock, backoff=backoff)
+        super().__init__(
+            db, max_attempts=max_attempts, clock=clock, backoff=backoff, host=host, lease_seconds=lease_seconds
+        )
         self.db = db
         # Set on every enqueue, so the worker wakes without polling SQLite.
         self.wake = threading.Event()
+        # How long an idle worker waits before looking again: on shared books (PostgreSQL) other
+        # daemons enqueue and reclaim work that this process's event never hears of.
+        self.poll_seconds = 5.0 if db.dialect == "sqlite" else 1.0
 
     def put(self, jobs: Iterable[Job], *, chunk: int = 5000) -> int:
         n = super().put(jobs, chunk=chunk)

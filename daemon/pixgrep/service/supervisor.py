@@ -31,6 +31,7 @@ from pixgrep.app import Index
 from pixgrep.errors import AlreadyRunning, EmbeddingMismatch, StoreUnavailable
 from pixgrep.service.api import ApiError, ApiServer, socket_taken
 from pixgrep.service.backend import DaemonBackend, version
+from pixgrep.service.fleet import Heartbeat
 from pixgrep.service.folders import WatchList
 from pixgrep.service.gallery import GalleryServer, gallery_backend
 from pixgrep.service.instance import InstanceLock
@@ -47,7 +48,7 @@ log = logging.getLogger("pixgrep.service")
 STATUS_EVERY = 5.0
 STORE_RETRY = 3.0
 # Settings a running daemon cannot change; a reload only warns about them.
-_RESTART_ONLY = ("home", "image", "ocr", "embed", "caption", "pipeline", "milvus")
+_RESTART_ONLY = ("home", "image", "ocr", "embed", "caption", "pipeline", "milvus", "db")
 
 
 class _NoNotifier:
@@ -102,6 +103,7 @@ class Supervisor:
         self.worker: Worker | None = None
         self.watcher: Watcher | None = None
         self.rescanner: Rescanner | None = None
+        self.heartbeat: Heartbeat | None = None
         self.api: ApiServer | None = None
         self.gallery: GalleryServer | None = None
         self.backend = DaemonBackend(self)
@@ -136,7 +138,8 @@ class Supervisor:
     def threads(self) -> list[StoppableThread]:
         """The supervised threads that run now, in start order."""
         gate = self.watcher.gate if self.watcher is not None else None
-        return [t for t in (self.api, self.gallery, self.worker, gate, self.rescanner) if t is not None]
+        threads = (self.api, self.gallery, self.heartbeat, self.worker, gate, self.rescanner)
+        return [t for t in threads if t is not None]
 
     def _supervise(self, t: StoppableThread) -> None:
         # A dying thread wakes the main loop at once instead of at its next tick.
@@ -150,8 +153,24 @@ class Supervisor:
         # image at a time, and freshness is what it is for (bench/RESULTS.md).
         workers = self._ocr_workers if self._ocr_workers is not None else (s.ocr.workers or 1)
         self.index = Index(s, ocr_workers=workers)
-        self.queue = WorkQueue(self.index.db, max_attempts=s.pipeline.max_attempts)
+        self.queue = WorkQueue(
+            self.index.db,
+            max_attempts=s.pipeline.max_attempts,
+            host=s.daemon.host_name,
+            lease_seconds=s.daemon.lease_seconds,
+        )
         self.queue.recover()
+        # Bytes this daemon OCRs are leased to it, so another daemon sharing the books waits for them.
+        self.index.pipeline.lease = (self.queue.owner, s.daemon.lease_seconds)
+        self.heartbeat = Heartbeat(
+            self.index.db,
+            self.queue,
+            version=version(),
+            interval=s.daemon.heartbeat_seconds,
+            stats=self._fleet_stats,
+            on_reclaim=self.queue.wake.set,
+        )
+        self._supervise(self.heartbeat)
         self.watchlist = WatchList(self.index.db, _folders(s))
         # The API first: while we hold the Milvus Lite lock, the CLI must find us.
         self.api = ApiServer(self.backend, s.socket_path)
@@ -304,6 +323,14 @@ class Supervisor:
                 last_status = time.monotonic()
                 self._notify_status()
 
+    def _fleet_stats(self) -> dict[str, Any]:
+        """What the heartbeat records for `pixgrep status` on every host."""
+        w = self.worker
+        if w is None:
+            return {}
+        return {"images_per_second": w.images_per_second(), "indexed_since_start": w.stats.indexed,
+                "working_on": len(w.current)}  # fmt: skip
+
     def _notify_status(self) -> None:
         try:
             assert self.queue is not None and self.index is not None
@@ -327,6 +354,9 @@ class Supervisor:
         ok = True
         if self.worker is not None:
             ok = self.worker.stop(self.settings.daemon.shutdown_timeout)
+        if self.heartbeat is not None:
+            # After the worker: its leases stay fresh while it drains; then the row says stopped.
+            self.heartbeat.stop()
         if ok:
             self._close_index()
         # The API last: until here the CLI finds a daemon (and gets 503s), not a half-closed index.

@@ -125,7 +125,8 @@ class Worker(StoppableThread):
             self.pipeline.unload_models()
             self._unloaded = True
         nxt = self.queue.next_due()
-        wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+        poll = self.queue.poll_seconds
+        wait = poll if nxt is None else max(0.0, min(poll, nxt - time.time()))
         if self.idle_unload_seconds and not self._unloaded:
             wait = min(wait, max(0.05, self.idle_unload_seconds - (now - self._idle_since)))
         if wait > 0:
@@ -308,6 +309,9 @@ class Worker(StoppableThread):
         n_indexed = 0
         for path, it in by_path.items():
             o = outcomes.get(path)
+            if o is not None and o.status == OutcomeStatus.BUSY:
+                self.queue.defer(it, time.time() + 1.0)
+                continue
             if o is not None and not o.status.recorded:
                 self._note_error(path, o.error or "retry")
                 self.queue.retry(it, o.error or "retry")

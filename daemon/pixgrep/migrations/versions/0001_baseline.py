@@ -60,8 +60,8 @@ def upgrade() -> None:
             sa.Column("error", sa.Text()),
             sa.Column("retryable", sa.Boolean(), nullable=False),
             sa.Column("attempts", sa.Integer(), nullable=False),
-            sa.Column("created_at", sa.Float(), nullable=False),
-            sa.Column("updated_at", sa.Float(), nullable=False),
+            sa.Column("created_at", sa.Double(), nullable=False),
+            sa.Column("updated_at", sa.Double(), nullable=False),
         )
         op.create_index("ix_contents_status", "contents", ["status"])
     if "paths" not in existing:
@@ -76,7 +76,7 @@ def upgrade() -> None:
             sa.Column("inode", sa.BigInteger(), nullable=False),
             sa.Column("error", sa.Text()),
             sa.Column("attempts", sa.Integer(), nullable=False),
-            sa.Column("seen_at", sa.Float(), nullable=False),
+            sa.Column("seen_at", sa.Double(), nullable=False),
         )
         op.create_index("ix_paths_root", "paths", ["root"])
         op.create_index("ix_paths_content_hash", "paths", ["content_hash"])
@@ -84,7 +84,7 @@ def upgrade() -> None:
         op.create_table(
             "roots",
             sa.Column("path", sa.LargeBinary(), primary_key=True),
-            sa.Column("added_at", sa.Float(), nullable=False),
+            sa.Column("added_at", sa.Double(), nullable=False),
         )
     if "queue" not in existing:
         op.create_table(
@@ -95,10 +95,10 @@ def upgrade() -> None:
             sa.Column("src", sa.LargeBinary()),
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("attempts", sa.Integer(), nullable=False),
-            sa.Column("not_before", sa.Float(), nullable=False),
+            sa.Column("not_before", sa.Double(), nullable=False),
             sa.Column("error", sa.Text()),
-            sa.Column("enqueued_at", sa.Float(), nullable=False),
-            sa.Column("claimed_at", sa.Float()),
+            sa.Column("enqueued_at", sa.Double(), nullable=False),
+            sa.Column("claimed_at", sa.Double()),
         )
         op.create_index("ix_queue_state_not_before", "queue", ["state", "not_before"])
 

@@ -26,22 +26,22 @@ def upgrade() -> None:
         sa.Column("host", sa.String(255), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("version", sa.String(64), nullable=False, server_default=""),
-        sa.Column("started_at", sa.Float(), nullable=False),
-        sa.Column("last_beat", sa.Float(), nullable=False),
+        sa.Column("started_at", sa.Double(), nullable=False),
+        sa.Column("last_beat", sa.Double(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         # Rates and counters as JSON: images/s, indexed since start, claimed now.
         sa.Column("stats_json", sa.Text(), nullable=False, server_default="{}"),
     )
     with op.batch_alter_table("queue") as batch:
         batch.add_column(sa.Column("claimed_by", sa.String(128)))
-        batch.add_column(sa.Column("lease_until", sa.Float()))
+        batch.add_column(sa.Column("lease_until", sa.Double()))
         batch.add_column(sa.Column("requeue", sa.Boolean(), nullable=False, server_default=sa.false()))
     # Bytes being OCR'd: a second daemon that meets the same content (a copy, a rename) waits for them.
     op.create_table(
         "content_leases",
         sa.Column("hash", sa.String(64), primary_key=True),
         sa.Column("owner", sa.String(128), nullable=False),
-        sa.Column("until", sa.Float(), nullable=False),
+        sa.Column("until", sa.Double(), nullable=False),
     )
 
 
