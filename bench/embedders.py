@@ -60,10 +60,7 @@ def _embedder(model: str, threads: int = 0) -> Any:
 
 
 def _build_segments(lines: list[dict[str, Any]], captions: list[str]) -> list[Any]:
-    try:
-        from pixgrep.segments import build_segments  # type: ignore[import-not-found]
-    except ImportError:
-        from pixgrep.segments import build_segments
+    from pixgrep.segments import build_segments
     from pixgrep.stages import OcrLine
 
     return list(build_segments([OcrLine.from_json(d) for d in lines], captions))
