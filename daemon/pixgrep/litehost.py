@@ -33,6 +33,7 @@ PREFIX = "pixgrep-milvus-"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _WORKERS = 10  # milvus_lite's default gRPC thread pool
+_MAX_MESSAGE = 256 * 1024 * 1024  # milvus_lite's limit, matching Milvus standalone
 
 
 @dataclass
@@ -79,8 +80,33 @@ def _sweep(base: str) -> None:
                 continue
 
 
+def _build_server(db: Any) -> Any:
+    """milvus_lite's own gRPC servicer, as its ``_build_server`` makes it, but tolerating pymilvus's keepalive pings.
+
+    pymilvus pings every 10 s even between calls; gRPC's server defaults answer that with a GOAWAY
+    ("too_many_pings") that drops the connection under an idle daemon.
+    """
+    from concurrent import futures
+
+    import grpc
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+    from pymilvus.grpc_gen import milvus_pb2_grpc
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="milvus_lite-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ],
+    )
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
+    return server
+
+
 def _start(data_dir: str) -> _Served:
-    from milvus_lite.adapter.grpc.server import _build_server
     from milvus_lite.db import MilvusLite
     from milvus_lite.exceptions import DataDirLockedError
     from milvus_lite.server_manager import server_manager_instance
@@ -99,7 +125,7 @@ def _start(data_dir: str) -> _Served:
         folder = tempfile.mkdtemp(prefix=PREFIX, dir=base)  # 0700, unpredictable name
         Path(folder, "pid").write_text(str(os.getpid()))
         sock = os.path.join(folder, "milvus.sock")
-        server = _build_server(db, _WORKERS)
+        server = _build_server(db)
         if not server.add_insecure_port(f"unix:{sock}"):
             raise StoreUnavailable(f"Milvus Lite could not listen on {sock}")
         server.start()
