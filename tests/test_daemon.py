@@ -107,11 +107,11 @@ def test_daemon_serves_the_cli_live(daemon: DaemonProc, env: dict[str, str], tmp
     config = Path(env["XDG_CONFIG_HOME"]) / "pixgrep" / "config.toml"
     assert load_settings(config).watch.folders[0].path == pics
 
-    bus = corpus_files(1)[0]  # its OCR text is "BUS"
+    bus = corpus_files(1)[0]  # its OCR text starts "好的，各位小朋友！"
     shutil.copyfile(bus, pics / "dropped.jpg")
 
     def found() -> bool:
-        out = cli(env, "search", "--json", "BUS", check=False).stdout
+        out = cli(env, "search", "--json", "各位小朋友", check=False).stdout
         return any(json.loads(line)["path"] == str(pics / "dropped.jpg") for line in out.splitlines())
 
     wait_for(found, 60, "the CLI to find the dropped image")
@@ -130,8 +130,8 @@ def test_daemon_serves_the_cli_live(daemon: DaemonProc, env: dict[str, str], tmp
         return r.stdout
 
     for args in (
-        ("search", "--json", "BUS"),
-        ("search", "-k", "3", "BUS"),
+        ("search", "--json", "各位小朋友"),
+        ("search", "-k", "3", "各位小朋友"),
         ("search", "--mode", "keyword", "nothing-like-this"),
     ):
         full, quick = probe("pixgrep_cli.main", *args), probe("pixgrep_cli.entry", *args)
@@ -140,7 +140,7 @@ def test_daemon_serves_the_cli_live(daemon: DaemonProc, env: dict[str, str], tmp
         assert full_out == quick_out
         assert not set(eval(full_mods)) & set(HEAVY)
         assert not set(eval(quick_mods)) & {*HEAVY, "pydantic", "pydantic_settings", "httpx", "click"}
-    assert "dropped.jpg" in full_out or "dropped.jpg" in probe("pixgrep_cli.entry", "search", "BUS")
+    assert "dropped.jpg" in full_out or "dropped.jpg" in probe("pixgrep_cli.entry", "search", "各位小朋友")
 
     info = json.loads(cli(env, "status", "--json").stdout)
     assert info["daemon"]["running"] and info["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]
@@ -170,7 +170,7 @@ def test_daemon_serves_the_cli_live(daemon: DaemonProc, env: dict[str, str], tmp
     assert daemon.wait() == 0
     assert not daemon.socket.exists()
     # Without the daemon the CLI opens the index itself, and says so.
-    r = cli(env, "search", "BUS")
+    r = cli(env, "search", "各位小朋友")
     assert "dropped.jpg" in r.stdout and "no daemon running" in r.stderr
 
 

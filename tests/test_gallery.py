@@ -16,7 +16,8 @@ from imgs import render
 from PIL import Image
 from pixgrep import images
 from pixgrep.catalog import Catalog
-from pixgrep.results import Filters, Item, lookup_item
+from pixgrep.filters import Filters
+from pixgrep.results import Item, lookup_item
 from pixgrep.service.gallery import (
     GalleryBackend,
     Thumbnails,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
-from pixgrep.results import explain, filters_from, parse_date
+from pixgrep.filters import filters_from, parse_date
+from pixgrep.results import explain
 from pixgrep_cli.show import NO_GOOD_MATCH, Show, show_results
 
 RESULTS: list[dict[str, Any]] = [

@@ -196,7 +196,7 @@ def run_search(
     types: tuple[str, ...] = (),
     source: str | None = None,
 ) -> int:
-    from pixgrep.results import filters_from
+    from pixgrep.filters import filters_from
 
     problem = _search_problem(query, limit, montage)
     if problem:

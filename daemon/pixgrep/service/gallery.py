@@ -42,7 +42,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixgrep import images
 from pixgrep.errors import PixgrepError
-from pixgrep.results import Filters, Item, filters_from, lookup_item, matched_lines, similar
+from pixgrep.filters import Filters, filters_from
+from pixgrep.results import Item, lookup_item, matched_lines, similar
 from pixgrep.service.threads import StoppableThread
 from pixgrep.settings import ConfigError, Settings
 
