@@ -16,12 +16,22 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import copy_corpus, corpus_files, wait_for
-from faultkit import KillLog, alive, books, inconsistencies, kill_loop, make_rng, record
+from faultkit import (
+    KillLog,
+    MilvusServer,
+    alive,
+    books,
+    inconsistencies,
+    kill_loop,
+    make_rng,
+    record,
+)
 from pixgrep.images import content_hash
 from pixgrep.settings import load_settings
 
@@ -229,3 +239,147 @@ def test_kill_9_of_the_daemon_loses_and_duplicates_nothing(home: Path, tmp_path:
         peak_rss_mb=log.peak_rss_mb,
     )
     assert log.kills, f"no run was killed ({log})"
+
+
+# --------------------------------------------------------------------------
+# A Milvus outage (defect 2)
+
+
+def _counts(d: Daemon) -> tuple[dict[str, Any], dict[str, Any]]:
+    info = d.status() or {}
+    return info.get("counts", {}), info.get("daemon", {})
+
+
+def test_milvus_outage_pauses_the_queue_and_redoes_no_ocr(home: Path, tmp_path: Path) -> None:
+    """A `milvus-lite server` killed mid-run and restarted: nothing failed, nothing lost, no OCR repeated."""
+    rng, seed = make_rng("test_milvus_outage")
+    server = MilvusServer(tmp_path / "milvus-data")
+    server.start()
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    before = corpus_files(2, stride=71, offset=rng.randrange(71))
+    during = corpus_files(6, stride=73, offset=rng.randrange(73))
+    env = _env(
+        PIXGREP_MILVUS__URI=server.uri,
+        PIXGREP_MILVUS__TIMEOUT="3",
+        PIXGREP_OCR__WORKERS="1",
+        PIXGREP_WATCH__STABLE_SECONDS="0.3",
+        PIXGREP_PIPELINE__BATCH_SIZE="2",
+    )
+    cli(env, "watch", str(pics))
+    d = Daemon(env, tmp_path / "daemon.log")
+    try:
+        d.spawn()
+        wait_for(d.status, 120, "the daemon to answer")
+        copy_corpus(pics, before)
+        wait_for(lambda: _counts(d)[0].get("indexed") == len(before), 120, "the first files to be indexed")
+
+        server.stop(hard=True)
+        copy_corpus(pics, during)
+        info = wait_for(lambda: "store unavailable since" in _counts(d)[1].get("state", ""), 120, "the worker to pause")
+        # Long enough for several probes (capped at 5 s apart).
+        outage = rng.uniform(10.0, 15.0)
+        time.sleep(outage)
+        counts, daemon = _counts(d)
+        assert counts.get("failed", 0) == 0 and daemon["queue"]["failed"] == 0, f"seed {seed}: {counts} {daemon}"
+        assert not [f for f in (d.status() or {}).get("failures", []) if "Milvus" in f.get("error", "")]
+
+        server.start()
+        total = len(before) + len(during)
+        wait_for(lambda: _counts(d)[0].get("indexed") == total, 120, "the queue to resume after the store's return")
+        counts, daemon = _counts(d)
+        assert counts.get("failed", 0) == 0, f"seed {seed}: {counts}"
+        # Each image was OCR'd once: the outage kept the results of the OCR it interrupted.
+        assert daemon["ocr_runs"] == total, f"seed {seed}: {daemon['ocr_runs']} OCR runs for {total} images"
+        assert d.stop() == 0
+        problems = inconsistencies(load_settings(milvus={"uri": server.uri}), disk=on_disk(pics))
+        assert problems == [], f"seed {seed}: {problems}"
+        record(
+            "test_milvus_outage",
+            seed=seed,
+            outage_seconds=round(outage, 1),
+            files_during_outage=len(during),
+            ocr_runs=daemon["ocr_runs"],
+            paused_state=info,
+        )
+    finally:
+        d.kill()
+        server.stop(hard=True)
+
+
+# --------------------------------------------------------------------------
+# SIGTERM mid-batch (defect 8)
+
+
+def test_sigterm_mid_batch_stops_the_worker_before_milvus(home: Path, tmp_path: Path) -> None:
+    """A batch of 32 cannot finish within a short shutdown_timeout: the worker must stop first, cleanly."""
+    rng, seed = make_rng("test_sigterm_mid_batch")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    env = _env(
+        PIXGREP_OCR__WORKERS="1",
+        PIXGREP_WATCH__STABLE_SECONDS="0.3",
+        PIXGREP_PIPELINE__BATCH_SIZE="32",
+        PIXGREP_DAEMON__SHUTDOWN_TIMEOUT="15",
+    )
+    cli(env, "watch", str(pics))
+    d = Daemon(env, tmp_path / "daemon.log")
+    try:
+        d.spawn()
+        wait_for(d.status, 120, "the daemon to answer")
+        copy_corpus(pics, corpus_files(20, stride=43, offset=rng.randrange(43)))
+        wait_for(lambda: _counts(d)[1].get("ocr_runs", 0) >= 3, 120, "OCR to be under way")
+        first_runs = _counts(d)[1]["ocr_runs"]
+        assert d.stop() == 0
+        log = d.log.read_text()
+        assert "Milvus" not in log.split("stopping", 1)[-1], log[-3000:]
+        _, contents, queue = books(home)
+        assert queue.get("processing", 0) == 0, queue
+        kept = sum(1 for s, lines, _ in contents.values() if s == "done" or json.loads(lines))
+
+        d.spawn()
+        disk = on_disk(pics)
+        wait_for(d.status, 120, "the daemon to answer again")
+        wait_for(lambda: _drained(home, disk), 180, "the rest to be indexed")
+        second_runs = _counts(d)[1]["ocr_runs"]
+        assert d.stop() == 0
+    finally:
+        d.kill()
+    # What the first daemon OCR'd before SIGTERM was kept, not OCR'd again.
+    assert kept >= 1 and kept < len(disk), f"seed {seed}: SIGTERM came after the work ({kept} of {len(disk)})"
+    assert second_runs == len(disk) - kept, f"seed {seed}: {second_runs} OCR runs after restart, {kept} kept"
+    assert inconsistencies(load_settings(), disk=disk) == []
+    record("test_sigterm_mid_batch", seed=seed, ocr_before_sigterm=first_runs, kept=kept, ocr_after=second_runs)
+
+
+# --------------------------------------------------------------------------
+# A crash before a batch reaches the store keeps its OCR (defect 8)
+
+
+class Crash(BaseException):
+    """Stands for kill -9 at the worst moment: nothing below catches a BaseException."""
+
+
+def test_a_crash_before_the_batch_is_stored_keeps_its_ocr(home: Path, tmp_path: Path) -> None:
+    from pixgrep.app import Index, index_paths
+
+    pics = tmp_path / "pics"
+    copy_corpus(pics, corpus_files(5, stride=97, offset=11))
+    settings = load_settings(pipeline={"batch_size": 32})
+    with Index(settings, ocr_workers=0) as ix:
+        store = ix.pipeline.store
+
+        def crash(*_a: object, **_k: object) -> None:
+            raise Crash
+
+        real = store.upsert_many
+        store.upsert_many = crash  # type: ignore[method-assign]
+        with pytest.raises(Crash):
+            index_paths(ix, [str(pics)])
+        assert ix.pipeline.ocr_pool.runs == 5
+        store.upsert_many = real  # type: ignore[method-assign]
+        r = index_paths(ix, [str(pics)])
+        assert r.indexed == 5, r
+        # The five OCR results were committed as they came, not with the batch: none is redone.
+        assert ix.pipeline.ocr_pool.runs == 5
+    assert inconsistencies(settings, disk=on_disk(pics)) == []

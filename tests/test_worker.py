@@ -21,9 +21,16 @@ from pixgrep.service.worker import Worker
 class FakeStore:
     def __init__(self) -> None:
         self.flushes = 0
+        self.down = False
+        self.probes = 0
 
     def flush(self) -> None:
         self.flushes += 1
+
+    def probe(self) -> None:
+        self.probes += 1
+        if self.down:
+            raise StoreUnavailable("Milvus probe failed: connection refused")
 
 
 class FakePipeline:
@@ -34,12 +41,28 @@ class FakePipeline:
         self.outcome: Callable[[str], Outcome] = lambda p: Outcome(p, OutcomeStatus.INDEXED, "h")
         self.lock = threading.Lock()
 
-    def process(self, paths: list[tuple[str, str | None]], *, progress: Any, force: bool = False) -> list[Outcome]:
+        self.store_error: StoreUnavailable | None = None
+
+    def process(
+        self,
+        paths: list[tuple[str, str | None]],
+        *,
+        progress: Any,
+        force: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Outcome]:
+        """Like Pipeline.process: RETRY for every path while the store is down (store_error set)."""
         out = []
+        self.store_error = StoreUnavailable("Milvus upsert failed: connection refused") if self.store.down else None
         for p, _root in paths:
+            if should_stop is not None and should_stop():
+                break
             with self.lock:
                 self.seen.append(p)
-            o = self.outcome(p)
+            if self.store_error is not None:
+                o = Outcome(p, OutcomeStatus.RETRY, "h", str(self.store_error))
+            else:
+                o = self.outcome(p)
             progress(o)
             out.append(o)
         return out
@@ -169,3 +192,37 @@ def test_a_broken_queue_kills_the_thread(run_worker: Callable[..., tuple[Worker,
     q.put([Job(os.devnull)])
     wait_for(lambda: not w.alive, what="the worker to die")
     assert isinstance(w.exception, RuntimeError)
+
+
+def test_a_store_outage_pauses_the_queue_and_counts_no_attempt(
+    run_worker: Callable[..., tuple[Worker, FakePipeline]], q: WorkQueue
+) -> None:
+    """Issue 9, defect 2: nothing is marked failed for an outage, and work resumes when a probe answers."""
+    w, fp = run_worker()
+    w.outage.first, w.outage.cap = 0.01, 0.05
+    fp.store.down = True
+    q.put([Job(f"/x/{i}.png") for i in range(5)])
+    wait_for(lambda: w.outage.down and fp.store.probes >= 4, what="the worker to pause and probe")
+    # Paused, not failing: every item is pending again with no attempt counted, and nothing new is claimed.
+    assert set(_states(q).values()) == {"pending"}
+    assert {r[3] for r in q.rows()} == {None} and all(a == 0 for a in _attempts(q))
+    seen = len(fp.seen)
+    assert "store unavailable since" in (w.outage.describe() or "")
+    fp.store.down = False
+    wait_for(lambda: set(_states(q).values()) == {"done"}, what="the queue to resume")
+    assert not w.outage.down and len(fp.seen) == seen + 5
+
+
+def test_items_not_reached_before_a_stop_go_back_uncounted(q: WorkQueue) -> None:
+    fp = FakePipeline()
+    w = Worker(fp, q, batch_size=8, stable_seconds=0.0)  # type: ignore[arg-type]
+    q.put([Job(f"/x/{i}.png") for i in range(4)])
+    fp.outcome = lambda p: (w._stopping.set(), Outcome(p, OutcomeStatus.INDEXED, "h"))[1]  # SIGTERM mid-batch
+    assert w.step()
+    assert sorted(_states(q).values()) == ["done", "pending", "pending", "pending"]
+    assert all(a == 0 for a in _attempts(q))
+
+
+def _attempts(q: WorkQueue) -> list[int]:
+    with q.db.engine.connect() as conn:
+        return [int(r[0]) for r in conn.exec_driver_sql("SELECT attempts FROM queue")]

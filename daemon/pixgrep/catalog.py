@@ -771,6 +771,34 @@ class Catalog:
             s.flush()
             return self._link_all(s, links)
 
+    def record_ocr(self, items: Sequence[Indexed]) -> list[str]:
+        """OCR results of contents not in the store yet: kept (pending, retryable) with their paths, so a
+        crash, a SIGTERM or a store outage before the batch is written does not cost the OCR again
+        (``Pipeline._prepare`` reads them back). A content already done keeps its record; no attempt is
+        counted. Returns orphaned hashes."""
+        links: list[Link] = []
+        with self.session() as s:
+            for it in items:
+                content = s.get(Content, it.digest)
+                if content is not None and content.status == ContentStatus.DONE:
+                    continue
+                if content is None:
+                    content = Content(hash=it.digest)
+                    s.add(content)
+                content.status = ContentStatus.PENDING
+                content.error = None
+                content.retryable = True
+                content.text = "\n".join(ln["text"] for ln in it.lines)
+                content.lines_json = json.dumps(it.lines, ensure_ascii=False)
+                content.captions_json = "[]"
+                content.source = it.source
+                content.width, content.height = it.width, it.height
+                content.versions_json = json.dumps(it.versions)
+                content.updated_at = time.time()
+                links += it.links
+            s.flush()
+            return self._link_all(s, links)
+
     def record_indexed(self, items: Sequence[Indexed]) -> list[str]:
         """Contents whose vectors are in the store: done, with their paths. Returns orphaned hashes."""
         links: list[Link] = []

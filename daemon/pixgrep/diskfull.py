@@ -54,14 +54,21 @@ def classify(e: BaseException, path: Path) -> DiskFull | None:
         return e
     io_like = False
     for link in _chain(e):
-        if isinstance(link, OSError) and link.errno in _FULL_ERRNOS:
-            return DiskFull(str(link.filename or path), link.errno)
-        if isinstance(link, sqlite3.Error):
-            if getattr(link, "sqlite_errorname", "") == "SQLITE_FULL" or "database or disk is full" in str(link):
-                return DiskFull(str(path), errno.ENOSPC)
-            io_like = True
-        elif isinstance(link, OSError) or "No space left on device" in str(link):
-            io_like = True
+        full = _full(link, path)
+        if full is not None:
+            return full
+        io_like = io_like or isinstance(link, (OSError, sqlite3.Error)) or "No space left on device" in str(link)
     if io_like and no_room(path):
+        return DiskFull(str(path), errno.ENOSPC)
+    return None
+
+
+def _full(link: BaseException, path: Path) -> DiskFull | None:
+    """One error of the chain that says the disk is full by itself."""
+    if isinstance(link, OSError) and link.errno in _FULL_ERRNOS:
+        return DiskFull(str(link.filename or path), link.errno)
+    if isinstance(link, sqlite3.Error) and (
+        getattr(link, "sqlite_errorname", "") == "SQLITE_FULL" or "database or disk is full" in str(link)
+    ):
         return DiskFull(str(path), errno.ENOSPC)
     return None

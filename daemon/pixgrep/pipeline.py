@@ -71,6 +71,8 @@ class Pipeline:
         self._captioner: Captioner | None = None
         self._captioner_error: str | None = None
         self.ocr_pool = OcrPool(settings, ocr_workers)
+        # Set by process() when the store failed during the run (the worker pauses on it).
+        self.store_error: StoreUnavailable | None = None
         self._lock = threading.RLock()
         # (owner, seconds) when several daemons share the books: new bytes are leased before OCR.
         self.lease: tuple[str, float] | None = None
@@ -255,22 +257,33 @@ class Pipeline:
         *,
         progress: ProgressFn | None = None,
         force: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[Outcome]:
-        """Index ``paths`` (optionally paired with their root). Never raises for one bad file."""
-        run = _Run(self, progress)
+        """Index ``paths`` (optionally paired with their root). Never raises for one bad file.
+
+        When ``should_stop`` turns true the run ends early: OCR not started yet is cancelled, what
+        was OCR'd is kept in the books, and the paths not reached get no outcome. When the store
+        fails, ``store_error`` says so and the remaining paths come back as RETRY without new OCR.
+        """
+        run = _Run(self, progress, should_stop)
+        self.store_error = None
         items = [item if isinstance(item, tuple) else (item, None) for item in paths]
         unchanged = {} if force else self.db.settled_stats([p for p, _ in items])
         try:
             for path, root in items:
-                got = self._prepare(path, root, force, unchanged.get(path))
-                if isinstance(got, Outcome):
-                    run.done(got)
+                if should_stop is not None and should_stop():
+                    run.cancel_queued()
+                    break
+                if run.store_error is not None:
+                    # The store is down: no OCR for work that cannot be stored now.
+                    run.done(Outcome(path, OutcomeStatus.RETRY, None, str(run.store_error)))
                 else:
-                    run.submit(got)
+                    run.take(self._prepare(path, root, force, unchanged.get(path)))
             run.drain(0)
             run.finish()
         finally:
             run.close()
+            self.store_error = run.store_error
         return run.outcomes
 
     def _warm_stages(self) -> None:
@@ -286,8 +299,9 @@ class Pipeline:
         root: str | None,
         force: bool,
         known: tuple[int, int, int, str, str | None] | None = None,
-    ) -> Outcome | Pending:
-        """Stat and hash; link known content. An outcome if nothing more is needed.
+    ) -> Outcome | Pending | Analysed:
+        """Stat and hash; link known content. An outcome if nothing more is needed; the kept OCR if a
+        run that did not reach the store left it.
 
         ``known`` is the path's booked stat when its content is settled (from
         ``Catalog.settled_stats``): a matching stat means unchanged, with no read.
@@ -325,7 +339,26 @@ class Pipeline:
             self._forget(self.db.link([stage.link_of(path, root, fb)]))
             status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED
             return Outcome(path, status, fb.digest, content.error)
-        return Pending(path, root, fb)
+        return self._kept_ocr(content, Pending(path, root, fb))
+
+    def _kept_ocr(self, content: Content | None, item: Pending) -> Pending | Analysed:
+        """The OCR of a content kept by an earlier run that did not reach the store (same OCR settings);
+        else the item, to OCR."""
+        if content is None or content.status != ContentStatus.PENDING:
+            return item
+        v = content.versions
+        if not v.get("ocr") or v.get("ocr_cfg") != self.ocr_fingerprint():
+            return item
+        lines = [OcrLine.from_json(d) for d in content.lines]
+        analysis = Analysis(content.hash, content.width or 0, content.height or 0, lines, ocr_version=v["ocr"])
+        return Analysed(item, analysis)
+
+    def _keep_ocr(self, a: Analysed) -> None:
+        """Commit one image's OCR as it arrives, not with its batch: a crash loses only what is in flight."""
+        if not a.analysis.ocr_version:
+            return  # no OCR ran (policy "caption"): nothing worth keeping
+        kept = self._indexed(a)
+        self._forget(self.db.record_ocr([kept]))
 
     def _leased(self, digest: str) -> bool:
         """Whether this process may OCR ``digest`` (always, unless several daemons share the books)."""
@@ -363,16 +396,8 @@ class Pipeline:
     def _finish(self, batch: Sequence[Analysed]) -> list[Outcome]:
         """caption -> segment -> embed -> write, then record in the books (vectors first)."""
         batch = self._caption(batch, load=lambda a: a.item.fb.data)
-        try:
-            self._embed_and_write(batch)
-        except StoreUnavailable as e:
-            # One cause for the whole batch: one log line, not one per file.
-            log.warning("%s (%d files wait for it)", e, len(batch))
-            out = []
-            for a in batch:
-                self._fail_content(a.item, str(e), retryable=True, quiet=True)
-                out += [Outcome(path, OutcomeStatus.RETRY, a.digest, str(e)) for path in a.item.paths()]
-            return out
+        # StoreUnavailable goes to the run: the batch's OCR is already kept, no attempt is counted.
+        self._embed_and_write(batch)
         self._forget(self.db.record_indexed([self._indexed(a) for a in batch]))
         self._release([a.digest for a in batch])
         return [
@@ -467,9 +492,12 @@ class Pipeline:
 
 
 class _Run:
-    def __init__(self, pipeline: Pipeline, progress: ProgressFn | None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, progress: ProgressFn | None, should_stop: Callable[[], bool] | None = None
+    ) -> None:
         self.p = pipeline
         self.progress = progress
+        self.should_stop = should_stop or (lambda: False)
         self.outcomes: list[Outcome] = []
         self.batch: list[Analysed] = []
         self.inflight: dict[cf.Future[Analysis], Pending] = {}
@@ -479,6 +507,7 @@ class _Run:
         # upserts a finished batch (about a second for 32 images).
         self.max_inflight = max(4, pipeline.ocr_pool.workers * 8)
         self.need_ocr = pipeline.settings.pipeline.policy != "caption"
+        self.store_error: StoreUnavailable | None = None
 
     def done(self, *outcomes: Outcome) -> None:
         for o in outcomes:
@@ -519,20 +548,65 @@ class _Run:
             return self.fail(item, f"OCR error: {e}", retryable=True)
         if analysis.error:
             return self.fail(item, analysis.error, retryable=False)
-        self.batch.append(Analysed(item, analysis))
+        a = Analysed(item, analysis)
+        self.p._keep_ocr(a)
+        self._batch(a)
+
+    def take(self, got: Outcome | Pending | Analysed) -> None:
+        """What prepare made of one path: an outcome, bytes to OCR, or OCR kept by an earlier run."""
+        if isinstance(got, Outcome):
+            self.done(got)
+        elif isinstance(got, Analysed):
+            self.add(got)
+        else:
+            self.submit(got)
+
+    def add(self, a: Analysed) -> None:
+        """An item whose OCR an earlier run kept: straight to the batch."""
+        first = self.seen.get(a.digest)
+        if first is not None:
+            first.add_dup(a.item.path, a.item.root, a.item.fb)
+            return
+        self.seen[a.digest] = a.item
+        self._batch(a)
+
+    def _batch(self, a: Analysed) -> None:
+        self.batch.append(a)
         if len(self.batch) >= self.p.settings.pipeline.batch_size:
             self.finish()
 
+    def cancel_queued(self) -> list[Pending]:
+        """Cancel the OCR not started yet; returns its items (their paths get no outcome here)."""
+        cancelled = [item for fut, item in list(self.inflight.items()) if fut.cancel()]
+        self.inflight = {f: it for f, it in self.inflight.items() if not f.cancelled()}
+        return cancelled
+
     def drain(self, block_until: int) -> None:
         while len(self.inflight) > block_until:
-            finished, _ = cf.wait(list(self.inflight), return_when=cf.FIRST_COMPLETED)
+            if block_until and self.should_stop():
+                return  # the caller cancels what has not started, then drains the rest
+            # Wake twice a second while feeding the pool: a stop request need not wait for an OCR.
+            timeout = 0.5 if block_until else None
+            finished, _ = cf.wait(list(self.inflight), timeout=timeout, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 self._ocr(fut, self.inflight.pop(fut))
 
     def finish(self) -> None:
-        if self.batch:
-            batch, self.batch = self.batch, []
-            self.done(*self.p._finish(batch))
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, []
+        if self.store_error is None:
+            try:
+                self.done(*self.p._finish(batch))
+                return
+            except StoreUnavailable as e:
+                # One cause for the whole run: one log line, not one per file; stop feeding OCR.
+                log.warning("%s (%d files wait for it, their OCR kept)", e, len(batch))
+                self.store_error = e
+                for item in self.cancel_queued():
+                    self.done(*(Outcome(p, OutcomeStatus.RETRY, item.digest, str(e)) for p in item.paths()))
+        err = str(self.store_error)
+        self.done(*(Outcome(p, OutcomeStatus.RETRY, a.digest, err) for a in batch for p in a.item.paths()))
 
     def close(self) -> None:
         if self.warm is not None:

@@ -104,6 +104,10 @@ class VectorStore(Searcher, Protocol):
         """Content hash -> how many rows it has (consistency checks)."""
         ...
 
+    def probe(self) -> None:
+        """Raise StoreUnavailable unless the store answers now (the worker's outage probe)."""
+        ...
+
     def close(self) -> None:
         """Flush and release the connection."""
         ...
@@ -164,6 +168,7 @@ class MilvusStore:
             except Exception as e:
                 raise _wrap(e, f"open of {uri}") from e
             self._lite_data = uri
+        self._client_uri, self._token = client_uri, token
         try:
             try:
                 self.client = MilvusClient(uri=client_uri, token=token, timeout=timeout)
@@ -561,6 +566,33 @@ class MilvusStore:
                 for h, n in self.local.parts_per_content().items():
                     out[h] = out.get(h, 0) + n
         return out
+
+    def probe(self) -> None:
+        """Raise StoreUnavailable unless the store answers now, on a fresh connection.
+
+        gRPC reconnects a broken channel with its own backoff (up to minutes after a long
+        outage), so the probe opens a new client and, once it answers, uses it from then on.
+        """
+        from pymilvus import MilvusClient
+
+        try:
+            # dedicated: pymilvus would otherwise hand back the shared, broken channel.
+            fresh = MilvusClient(
+                uri=self._client_uri, token=self._token, timeout=min(self.timeout, 3.0), dedicated=True
+            )
+        except Exception as e:
+            raise _wrap(e, f"connection to {self.uri}") from e
+        try:
+            fresh.has_collection(self.collection, timeout=min(self.timeout, 3.0))
+        except Exception as e:
+            fresh.close()
+            raise _wrap(e, "probe") from e
+        with self._lock:
+            old, self.client = self.client, fresh
+        try:
+            old.close()
+        except Exception as e:  # the old channel is broken anyway
+            log.debug("closing the old Milvus connection: %s", e)
 
     def close(self) -> None:
         with self._lock:

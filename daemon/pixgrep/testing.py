@@ -207,6 +207,9 @@ class StubStore:
         with self._lock:
             return {h: len(segs) for h, (segs, _) in self.rows.items()}
 
+    def probe(self) -> None:
+        self._check("probe")
+
     def close(self) -> None:
         self.closed = True
 

@@ -117,7 +117,8 @@ class DaemonBackend:
         return {
             "running": True,
             "pid": os.getpid(),
-            "state": sup.state,
+            # "store unavailable since T: why" while the worker waits for the vector store.
+            "state": (w.outage.describe() if w else None) or sup.state,
             "version": version(),
             "started_at": sup.started_at,
             "uptime_seconds": round(time.time() - sup.started_at, 1),

@@ -450,6 +450,13 @@ def run_daemon(
         sup = Supervisor(settings, reload_settings=reload_settings, ocr_workers=ocr_workers)
         sup.install_signal_handlers()
         log.info("starting pixgrep daemon %s (pid %d, home %s)", version(), os.getpid(), settings.home)
-        return sup.run()
+        code = sup.run()
     finally:
         lock.release()
+    if sup.worker is not None and not sup.worker.join(0):
+        # The worker is still inside a batch after daemon.shutdown_timeout. Leave now: a normal exit
+        # would stop Milvus Lite's server threads under it (its writes then fail as "Milvus upsert
+        # failed" and are redone). Its claims go back to pending at the next start, as after a crash.
+        logging.shutdown()
+        os._exit(code)
+    return code

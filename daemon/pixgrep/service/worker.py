@@ -16,6 +16,7 @@ from pixgrep import scan
 from pixgrep.catalog import OutcomeStatus, QueueOp
 from pixgrep.errors import PixgrepError, RetryableError
 from pixgrep.pipeline import Outcome, Pipeline
+from pixgrep.service.outage import Outage
 from pixgrep.service.queue import Item, Job, WorkQueue
 from pixgrep.service.threads import StoppableThread
 
@@ -68,6 +69,8 @@ class Worker(StoppableThread):
         self.current: list[str] = []
         self._calls: collections.deque[tuple[Callable[[], Any], cf.Future[Any]]] = collections.deque()
         self._calls_lock = threading.Lock()
+        # A store outage pauses the queue (issue 9, defect 2): nothing is claimed until a probe answers.
+        self.outage = Outage(lambda: self.pipeline.store.probe())
 
     # Lifecycle ---------------------------------------------------------------
     def stop(self, timeout: float | None = None) -> bool:
@@ -83,9 +86,20 @@ class Worker(StoppableThread):
     def run(self) -> None:
         while self.should_keep_running():
             self._run_calls()
-            if not self.step():
+            if self.outage.down:
+                self._wait_for_store()
+            elif not self.step():
                 self._idle()
         self._run_calls(cancel=True)
+
+    def _wait_for_store(self) -> None:
+        """Paused: sleep until the next probe is due (a stop or a call wakes us), then probe."""
+        wait = self.outage.wait_seconds()
+        if wait > 0:
+            self.queue.wake.wait(wait)
+            self.queue.wake.clear()
+        if self.should_keep_running() and self.outage.probe():
+            self.queue.wake.set()  # resume at once
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run ``fn`` in the worker thread between batches and return its result."""
@@ -288,7 +302,10 @@ class Worker(StoppableThread):
                 [(it.path, self._root_of(it.path)) for it in group],
                 progress=lambda o: outcomes.__setitem__(o.path, o),
                 force=force,
+                should_stop=lambda: self.stopping,
             )
+            if self.pipeline.store_error is not None:
+                self.outage.begin(str(self.pipeline.store_error))
             return []
         except RetryableError as e:
             # e.g. Milvus went away while linking a duplicate: the whole group waits.
@@ -303,32 +320,38 @@ class Worker(StoppableThread):
         return retried
 
     def _settle(self, by_path: dict[str, Item], outcomes: dict[str, Outcome]) -> int:
-        """Queue rows follow the outcomes: recorded ones are done (with their reason), the rest retry."""
+        """Queue rows follow the outcomes: recorded ones are done (with their reason), passing ones retry,
+        and those not reached before a stop or waiting for the store go back to pending uncounted."""
         done: list[Item] = []
+        back: list[Item] = []
         notes: dict[int, str] = {}
         n_indexed = 0
         for path, it in by_path.items():
             o = outcomes.get(path)
             if o is not None and o.status == OutcomeStatus.BUSY:
                 self.queue.defer(it, time.time() + 1.0)
-                continue
-            if o is not None and not o.status.recorded:
+            elif o is None or (not o.status.recorded and self.outage.down):
+                back.append(it)
+            elif not o.status.recorded:
                 self._note_error(path, o.error or "retry")
                 self.queue.retry(it, o.error or "retry")
-                continue
-            done.append(it)
-            if o is None:
-                continue
-            if o.status == OutcomeStatus.FAILED and o.error:
-                notes[it.id] = o.error
-                if o.error != "file vanished":
-                    self.stats.failed += 1
-                    self._note_error(path, o.error)
-            n_indexed += o.status == OutcomeStatus.INDEXED
-            self.stats.linked += o.status == OutcomeStatus.LINKED
+            else:
+                done.append(it)
+                n_indexed += self._count(it, o, notes)
+        self.queue.release(back)
         self.queue.done(done, note=notes)
         self.stats.indexed += n_indexed
         return n_indexed
+
+    def _count(self, it: Item, o: Outcome, notes: dict[int, str]) -> int:
+        """Stats and the queue note of one recorded outcome; 1 if it indexed new bytes."""
+        if o.status == OutcomeStatus.FAILED and o.error:
+            notes[it.id] = o.error
+            if o.error != "file vanished":
+                self.stats.failed += 1
+                self._note_error(it.path, o.error)
+        self.stats.linked += o.status == OutcomeStatus.LINKED
+        return int(o.status == OutcomeStatus.INDEXED)
 
     # Reporting ---------------------------------------------------------------
     def images_per_second(self, window: float = 300.0) -> float | None:
