@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pixgrep.app import Index
-from pixgrep.catalog import ContentStatus, backoff
+from pixgrep.catalog import ContentStatus
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.worker import Worker
 from pixgrep.testing import StubOcrEngine, StubStore, text_image
@@ -48,9 +48,10 @@ def test_an_upsert_is_indexed_and_its_queue_row_done(parts: tuple[Index, WorkQue
     assert ix.search("queued words")[0].path == str(p) and w.stats.indexed == 1
 
 
-def test_a_store_outage_backs_off_in_the_queue_and_the_books_then_indexes(
+def test_a_store_outage_pauses_the_queue_keeps_the_ocr_then_indexes(
     parts: tuple[Index, WorkQueue, Worker], tmp_path: Path, clock: Clock
 ) -> None:
+    """Issue 9, defect 2: an outage is not a per-file failure, and its OCR is not redone."""
     ix, q, w = parts
     p = text_image(tmp_path / "a.png", ["outage words"])
     store = ix.pipeline.store
@@ -58,15 +59,18 @@ def test_a_store_outage_backs_off_in_the_queue_and_the_books_then_indexes(
     store.down = True
     q.upsert(str(p))
     assert w.step()
-    state, err = _rows(q)[str(p)]
-    assert state == "pending" and "down" in (err or "")
-    assert q.next_due() == clock.now + backoff(1) and not w.step()  # not due yet
+    # Back to pending with no attempt and no error; the worker is paused until a probe answers.
+    assert _rows(q) == {str(p): ("pending", None)} and q.next_due() is not None and q.next_due() <= clock.now
+    assert w.outage.down and "store unavailable since" in (w.outage.describe() or "")
     c = ix.db.content_of(str(p))
-    assert c is not None and c.status == ContentStatus.PENDING
+    assert c is not None and c.status == ContentStatus.PENDING and c.attempts == 0 and c.lines
+    assert StubOcrEngine.images == 1
     store.down = False
-    clock.now += backoff(1)
+    w.outage._next = 0.0  # the probe is due
+    assert w.outage.probe() and not w.outage.down
     assert w.step()
     assert _rows(q) == {str(p): ("done", None)} and ix.search("outage words")[0].path == str(p)
+    assert StubOcrEngine.images == 1  # the kept OCR was used
 
 
 def test_a_move_relinks_without_ocr_and_a_delete_forgets(
