@@ -56,13 +56,13 @@ def test_embedded_milvus_opens_no_tcp_listener(home: Path) -> None:
         assert stat.S_IMODE(sockets[0].parent.stat().st_mode) == 0o700
         vecs = np.eye(2, DIM, dtype=np.float32)
         st.upsert("h1", _segs(), vecs)  # type: ignore[arg-type]
-        assert st.count() == 2
+        assert st.segments_per_content() == {"h1": 2}
     finally:
         st.close()
     # Closing the last user stops the server, frees the data for another process and removes the socket.
     assert not list(Path(os.environ["XDG_RUNTIME_DIR"]).glob("pixgrep-milvus-*"))
     st = MilvusStore(str(home / "milvus.db"), collection="c", embed_name="m", dim=DIM)
-    assert st.count() == 2
+    assert st.segments_per_content() == {"h1": 2}
     st.close()
 
 
