@@ -33,6 +33,21 @@ def _openvino_available() -> bool:
     return True
 
 
+def resolve_runtime(runtime: str, *, throughput: bool) -> str:
+    """The runtime rapidocr runs on: the one place ``ocr.runtime = "auto"`` is decided.
+
+    auto: OpenVINO when the pool runs for throughput (``pixgrep index``, a process per core),
+    where it runs the same PP-OCRv6 ONNX graphs 1.5x faster with the same text; onnxruntime
+    otherwise (the daemon), since OpenVINO holds 700+ MB per OCR process against 160 MB
+    (150 memes, bench/RESULTS.md); onnxruntime too when openvino does not import.
+    """
+    if runtime == "auto":
+        return "openvino" if throughput and _openvino_available() else "onnxruntime"
+    if runtime == "openvino" and not _openvino_available():
+        raise BackendUnavailable("ocr.runtime = openvino, but openvino is not importable: pip install openvino")
+    return runtime
+
+
 class RapidOcrEngine:
     name = "rapidocr"
 
@@ -49,12 +64,8 @@ class RapidOcrEngine:
             from rapidocr import EngineType, RapidOCR
         except ImportError as e:
             raise BackendUnavailable(f"rapidocr is not importable: {e}") from e
-        if runtime == "auto":
-            # OpenVINO runs the same PP-OCRv6 ONNX graphs 1.5x faster than onnxruntime on
-            # x86 CPUs, with the same text (bench/RESULTS.md); onnxruntime is the fallback.
-            runtime = "openvino" if _openvino_available() else "onnxruntime"
-        elif runtime == "openvino" and not _openvino_available():
-            raise BackendUnavailable("ocr.runtime = openvino, but openvino is not importable: pip install openvino")
+        # Built by itself (not through the pool), the engine is there to go fast.
+        runtime = resolve_runtime(runtime, throughput=True)
         params: dict[str, Any] = {
             "Global.log_level": "error",
             "Det.limit_type": "min",

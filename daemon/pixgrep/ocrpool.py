@@ -37,11 +37,11 @@ _max_mp: float = 64.0
 
 
 def make_ocr(settings: Settings, threads: int = 1, throughput: bool = False) -> OcrEngine:
-    runtime = settings.ocr.runtime
-    if runtime == "auto" and not throughput:
-        # OpenVINO is 1.5x faster but holds 700+ MB per OCR process against onnxruntime's
-        # 160 MB (150 memes, bench/RESULTS.md): speed for `pixgrep index`, memory for the daemon.
-        runtime = "onnxruntime"
+    runtime: str = settings.ocr.runtime
+    if settings.ocr.engine == "rapidocr":
+        from pixgrep.ocr import resolve_runtime
+
+        runtime = resolve_runtime(runtime, throughput=throughput)
     return OCR.create(
         settings.ocr.engine,
         threads=threads,

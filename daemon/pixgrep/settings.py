@@ -339,7 +339,7 @@ class Settings(BaseSettings):
 
     @property
     def milvus_is_lite(self) -> bool:
-        return not self.milvus.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        return is_lite_uri(self.milvus_uri)
 
     @property
     def thumbs_dir(self) -> Path:
@@ -352,6 +352,11 @@ class Settings(BaseSettings):
     @property
     def socket_path(self) -> Path:
         return self.daemon.socket or default_runtime_dir() / "api.sock"
+
+
+def is_lite_uri(uri: str) -> bool:
+    """The one place "Milvus Lite or a Milvus server?" is decided: a server has a network scheme, Lite a file path."""
+    return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
 def _prune(overrides: dict[str, Any]) -> dict[str, Any]:

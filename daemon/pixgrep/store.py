@@ -26,6 +26,7 @@ import numpy as np
 from pixgrep import litehost
 from pixgrep.errors import EmbeddingMismatch, StoreUnavailable
 from pixgrep.segments import Hit, Segment
+from pixgrep.settings import is_lite_uri
 
 if TYPE_CHECKING:
     from pixgrep.localdense import LocalDenseIndex
@@ -139,7 +140,7 @@ class MilvusStore:
 
         quiet_pymilvus()  # its import installed its own traceback-printing handlers
         self.uri = uri
-        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        self.is_lite = is_lite_uri(uri)
         self.collection = collection
         self.parts = f"{collection}_parts"
         self.embed_name = embed_name
@@ -653,7 +654,7 @@ def open_reader(settings: Any, *, embed_name: str, dim: int) -> LocalReader | No
     from pixgrep.localdense import LocalDenseIndex
 
     uri = settings.milvus_uri
-    if uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+    if not is_lite_uri(uri):
         return None
     path = local_path(uri, settings.milvus.collection)
     if not path.exists():
