@@ -26,8 +26,11 @@ USAGE = 64  # ExitCode.USAGE
 _MODES = ("hybrid", "semantic", "keyword")
 
 
-def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
-    """(config file, search arguments) for the plain forms of ``pixgrep [--config F] search ...``."""
+_VALUE_OPTS = {"-k": "limit", "--limit": "limit", "--in": "in_dir", "--mode": "mode"}
+
+
+def _global_opts(argv: list[str]) -> tuple[str | None, int] | None:
+    """(the --config file, the index of ``search``) when only --config comes before it; else None."""
     config: str | None = None
     i = 0
     while i < len(argv) and argv[i] != "search":
@@ -40,32 +43,43 @@ def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
             i += 1
         else:
             return None  # --home, -v and anything else: the full CLI
-    if i == len(argv):
-        return None
+    return (config, i) if i < len(argv) else None
+
+
+def _search_opts(rest: list[str]) -> tuple[dict[str, Any], list[str]] | None:
+    """(options as given, query words) for the flags this path knows; None for any other flag."""
     opts: dict[str, Any] = {"limit": None, "json": False, "in_dir": None, "mode": None}
     words: list[str] = []
-    rest = argv[i + 1 :]
     j = 0
     while j < len(rest):
         a = rest[j]
-        value_opts = {"-k": "limit", "--limit": "limit", "--in": "in_dir", "--mode": "mode"}
-        if a in value_opts and j + 1 < len(rest):
-            opts[value_opts[a]] = rest[j + 1]
+        if a in _VALUE_OPTS and j + 1 < len(rest):
+            opts[_VALUE_OPTS[a]] = rest[j + 1]
             j += 2
-        elif a.startswith(("--limit=", "--in=", "--mode=")):
+            continue
+        if a.startswith(("--limit=", "--in=", "--mode=")):
             k, v = a[2:].split("=", 1)
             opts["in_dir" if k == "in" else k] = v
-            j += 1
         elif a == "--json":
             opts["json"] = True
-            j += 1
         elif a.startswith("-"):
             return None  # --montage, --help, "--", negative numbers...: the full CLI
         else:
             words.append(a)
-            j += 1
-    if not words:
+        j += 1
+    return opts, words
+
+
+def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
+    """(config file, search arguments) for the plain forms of ``pixgrep [--config F] search ...``."""
+    head = _global_opts(argv)
+    if head is None:
         return None
+    config, i = head
+    parsed = _search_opts(argv[i + 1 :])
+    if parsed is None or not parsed[1]:
+        return None
+    opts, words = parsed
     try:
         if opts["limit"] is not None:
             opts["limit"] = int(opts["limit"])
