@@ -160,3 +160,18 @@ def test_schema_2_database_gains_the_src_column(tmp_path: Path) -> None:
     q.move("/a.jpg", "/b.jpg")
     assert q.claim(1)[0].src == "/a.jpg"
     db.close()
+
+
+def test_the_startup_rescan_does_not_reset_the_crash_count(q: WorkQueue) -> None:
+    """Issue 9, defect 8: a file in flight during every crash is given up, not retried forever."""
+    path = "/pics/crashes-the-daemon.jpg"
+    q.put([Job(path)])
+    for _ in range(q.max_attempts):
+        assert [it.path for it in q.claim(10)] == [path]  # the daemon dies on it (kill -9, OOM)...
+        q.recover()  # ...restarts...
+        q.put([Job(path, revive=False)])  # ...and its startup rescan finds the file unindexed
+    assert q.claim(10) == []
+    [(_, _, state, error)] = q.rows()
+    assert state == "failed" and "crashes" in (error or "")
+    q.put([Job(path)])  # the file changed (a watcher event): worth another try
+    assert [it.path for it in q.claim(10)] == [path]

@@ -916,6 +916,9 @@ class Job:
     op: str = QueueOp.UPSERT
     src: str | None = None
     not_before: float = 0.0
+    # False for the rescan's jobs: they must not revive a row given up after crashes (a file that
+    # crashes the daemon would otherwise be retried forever, one startup rescan after another).
+    revive: bool = True
 
 
 @dataclass(frozen=True)
@@ -940,7 +943,10 @@ _Q = cast(Table, QueueItem.__table__)
 _LIVE = or_(_Q.c.state == QueueState.PENDING.value, _Q.c.state == QueueState.PROCESSING.value)
 
 
-def _enqueue_stmt(conn: Connection) -> Any:
+_CRASHED = "was being processed during"
+
+
+def _enqueue_stmt(conn: Connection, *, revive: bool = True) -> Any:
     """One row per path: a newer event resets it to pending.
 
     A pending move absorbs later upserts and deletes of its destination (the move
@@ -956,14 +962,18 @@ def _enqueue_stmt(conn: Connection) -> Any:
     )
     keeps_force = and_(_LIVE, _Q.c.op == QueueOp.FORCE.value, ex.op == QueueOp.UPSERT.value)
     held = _Q.c.state == QueueState.PROCESSING.value
+    # A file given up after crashes stays failed for the rescan; an event (it changed) or the user revive it.
+    crashed = and_(_Q.c.state == QueueState.FAILED.value, _Q.c.error.like(f"{_CRASHED}%"))
     return ins.on_conflict_do_update(
         index_elements=[_Q.c.path],
+        where=None if revive else ~crashed,
         set_={
             "op": case((keeps_move, QueueOp.MOVE.value), (keeps_force, QueueOp.FORCE.value), else_=ex.op),
             "src": case((keeps_move, _Q.c.src), else_=ex.src),
             "state": case((held, _Q.c.state), else_=QueueState.PENDING.value),
             "requeue": held,
-            "attempts": case((held, _Q.c.attempts), else_=0),
+            # A live row keeps its count: crash recovery counts there, and a rescan must not reset it.
+            "attempts": case((_LIVE, _Q.c.attempts), else_=0),
             "not_before": ex.not_before,
             "error": None,
             "enqueued_at": ex.enqueued_at,
@@ -1019,6 +1029,7 @@ class Queue:
     # Producers -------------------------------------------------------------
     def put(self, jobs: Iterable[Job], *, chunk: int = 5000) -> int:
         now = self.clock()
+        jobs = list(jobs)
         rows = [
             {
                 "path": j.path,
@@ -1036,9 +1047,12 @@ class Queue:
         for r in rows:
             if r["op"] not in _OPS:
                 raise ValueError(f"unknown queue op {r['op']!r}")
-        for i in range(0, len(rows), chunk):
-            with self.catalog.engine.begin() as conn:
-                conn.execute(_enqueue_stmt(conn), rows[i : i + chunk])
+        revive = [j.revive for j in jobs]
+        for flag in (True, False):
+            group = [r for r, rv in zip(rows, revive, strict=True) if rv is flag]
+            for i in range(0, len(group), chunk):
+                with self.catalog.engine.begin() as conn:
+                    conn.execute(_enqueue_stmt(conn, revive=flag), group[i : i + chunk])
         return len(rows)
 
     # The worker ------------------------------------------------------------
@@ -1064,7 +1078,7 @@ class Queue:
                     .where(_Q.c.state == QueueState.PENDING.value, _Q.c.attempts >= self.max_attempts)
                     .values(
                         state=QueueState.FAILED.value,
-                        error=f"was being processed during {self.max_attempts} crashes; giving up",
+                        error=f"{_CRASHED} {self.max_attempts} crashes; giving up",
                     )
                 )
         return int(n or 0)

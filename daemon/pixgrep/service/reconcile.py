@@ -7,6 +7,7 @@ per folder and one ``os.scandir`` walk: no per-file queries.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import os
@@ -56,6 +57,12 @@ class _Matcher:
         return self.include is None or bool(self.include.match(rel) or self.include.match(name))
 
 
+def _keep_loop(found: dict[bytes, tuple[int, int, int]], e: OSError, path: str, accepted: bool) -> None:
+    """A symlink loop is queued (with a stat no file has) so the pipeline records it, as `pixgrep index` does."""
+    if e.errno == errno.ELOOP and accepted:
+        found[os.fsencode(path)] = (-1, -1, -1)
+
+
 def _walk(root: str, flt: scan.FileFilter, report: Report) -> dict[bytes, tuple[int, int, int]]:
     """Accepted files under ``root`` -> (size, mtime_ns, inode); unreadable folders land in the report."""
     found: dict[bytes, tuple[int, int, int]] = {}
@@ -83,7 +90,8 @@ def _walk(root: str, flt: scan.FileFilter, report: Report) -> dict[bytes, tuple[
                     if not m.accepts(name, path[cut:]):
                         continue
                     st = entry.stat()  # follows a symlinked file, like the pipeline does
-                except OSError:
+                except OSError as e:
+                    _keep_loop(found, e, entry.path, m.accepts(name, entry.path[cut:]))
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
@@ -110,7 +118,7 @@ def reconcile(db: Catalog, queue: WorkQueue, root: str, flt: scan.FileFilter, *,
         if not force and k is not None and k[3] and k[:3] == st:
             report.unchanged += 1
             continue
-        jobs.append(Job(os.fsdecode(p), op))
+        jobs.append(Job(os.fsdecode(p), op, revive=force))
     report.files = len(disk)
     report.queued = len(jobs)
     bad = tuple(os.fsencode(d.rstrip("/")) + b"/" for d in report.unreadable)
