@@ -156,3 +156,17 @@ def test_reconcile_over_many_unchanged_files_queues_nothing(tmp_path: Path, db: 
     r = reconcile(db, q, str(root), flt)
     assert (r.files, r.unchanged, r.queued, r.deleted) == (5000, 5000, 0, 0)
     assert q.rows() == []
+
+
+def test_a_symlink_loop_is_queued_so_the_daemon_records_it(tmp_path: Path, db: Catalog, flt: scan.FileFilter) -> None:
+    """Issue 9, defect 8: the daemon records symlink loops as `pixgrep index` does (the pipeline says why)."""
+    root = tmp_path / "pics"
+    root.mkdir()
+    (root / "loop.jpg").symlink_to("loop.jpg")
+    (root / "a.jpg").symlink_to("b.jpg")
+    (root / "b.jpg").symlink_to("a.jpg")
+    (root / "dangling.jpg").symlink_to("nowhere.jpg")
+    q = WorkQueue(db)
+    r = reconcile(db, q, str(root), flt)
+    assert _queued(q) == {str(root / n): "upsert" for n in ("loop.jpg", "a.jpg", "b.jpg")}
+    assert r.files == 3
