@@ -142,7 +142,9 @@ def _wired(settings: Settings, *, worker_finishes: bool = True) -> tuple[Supervi
 
 def test_shutdown_stops_intake_drains_closes_and_stops_the_api_last(settings: Settings) -> None:
     sup, log = _wired(settings)
+    sup.ready.set()
     assert sup.shutdown() is True
+    assert not sup.ready.is_set()  # the API refuses new work while the index closes
     assert log == [
         "notify.stopping",
         "watcher.stop",

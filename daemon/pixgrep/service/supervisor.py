@@ -5,13 +5,16 @@ set of threads, each a ``StoppableThread``: ``pixgrep-worker`` runs the
 pipeline; the watcher's observers and its ``pixgrep-gate`` only enqueue;
 ``pixgrep-rescan`` reconciles disk and books at start-up and every
 ``watch.rescan_interval``; ``pixgrep-api-server`` serves the socket with a
-``DaemonBackend``. If any of them dies unexpectedly the process exits with
-ExitCode.SOFTWARE so that systemd restarts it; the durable queue makes that safe.
+``DaemonBackend``; ``pixgrep-gallery-server`` serves the web gallery and
+``pixgrep-heartbeat`` records this host for ``pixgrep status``. If any of them
+dies unexpectedly the process exits with ExitCode.SOFTWARE so that systemd
+restarts it; the durable queue makes that safe.
 
-Shutdown runs in one order: SIGTERM sets a flag; the watcher stops (nothing new
-is queued), the rescan loop stops, the worker finishes its batch within
-``daemon.shutdown_timeout``, the queue is pruned and the store flushed and
-closed, and the API goes last so that the CLI sees the daemon until it is gone.
+Shutdown runs in one order: SIGTERM sets a flag; the API answers 503 from then
+on; the watcher stops (nothing new is queued), the rescan loop stops, the worker
+finishes its batch within ``daemon.shutdown_timeout``, the heartbeat records the
+stop, the queue is pruned and the store flushed and closed, and the servers go
+last so that the CLI sees a stopping daemon, not a missing one, until it is gone.
 """
 
 from __future__ import annotations
@@ -345,6 +348,7 @@ class Supervisor:
     def shutdown(self) -> bool:
         """Stop the watcher, drain the worker, flush and close, stop the API; False if the batch did not finish in time."""
         self.state = "stopping"
+        self.ready.clear()  # the API answers 503 "the daemon is stopping" from here on
         self.notifier.stopping()
         self._stop.set()
         if self.watcher is not None:
