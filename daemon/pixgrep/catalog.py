@@ -1189,6 +1189,12 @@ class Queue:
             )
             self._exec(stmt, [{"b_id": it.id} for it in items])
 
+    def in_flight(self, path: str, *, moving_from: bool = False) -> bool:
+        """Whether a pending or processing row names ``path``: as its own, or (``moving_from``) as a move's source."""
+        cond = [_LIVE, _Q.c.src == path, _Q.c.op == QueueOp.MOVE.value] if moving_from else [_LIVE, _Q.c.path == path]
+        with self.catalog.engine.connect() as conn:
+            return conn.execute(select(_Q.c.id).where(*cond).limit(1)).first() is not None
+
     def requeue_failed(self) -> int:
         n = self._exec(
             update(_Q)

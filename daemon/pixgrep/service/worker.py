@@ -224,6 +224,11 @@ class Worker(StoppableThread):
         if p.move(src, dst, self._root_of(dst)):
             self.stats.moved += 1
             return True
+        if self.queue.in_flight(src):
+            # The old name is still being indexed (here or by another daemon sharing the books): move
+            # it once it is recorded, instead of indexing the bytes a second time under the new name.
+            self.queue.defer(it, time.time() + 1.0)
+            return False
         # Unknown source, changed on the way, or gone since: index what is there, forget what is not.
         if not os.path.lexists(src):
             self.stats.removed += p.remove_paths([src]) + p.remove_tree(src)
@@ -238,6 +243,10 @@ class Worker(StoppableThread):
 
     def _delete(self, it: Item) -> bool:
         p = self.pipeline
+        if self.queue.in_flight(it.path, moving_from=True):
+            # Renamed: the move accounts for the old name (forgetting it now would orphan the bytes
+            # and OCR them again under the new one). Another daemon's watcher may see only a delete.
+            return True
         if os.path.lexists(it.path):
             # Re-created since the event (an editor's save, a delete-and-copy).
             if os.path.isfile(it.path):
