@@ -16,12 +16,10 @@ import os
 import socket
 import stat
 import struct
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,7 +30,7 @@ from starlette.routing import Route
 from pixgrep.backend import Backend
 from pixgrep.errors import AlreadyRunning, PixgrepError
 from pixgrep.limits import MAX_BODY_BYTES, MAX_LIMIT, MAX_QUERY_CHARS
-from pixgrep.service.threads import StoppableThread
+from pixgrep.service.serving import ServerThread
 
 log = logging.getLogger("pixgrep.service.api")
 
@@ -259,67 +257,40 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-class ApiServer(StoppableThread):
+class ApiServer(ServerThread):
     """uvicorn in a thread of its own, serving ``build_app(backend)`` on ``socket_path``."""
 
+    what = "the API"
+
     def __init__(self, backend: Backend, socket_path: Path, *, workers: int = 4, start_timeout: float = 10.0) -> None:
-        super().__init__("pixgrep-api-server")
-        self.socket_path = socket_path
-        self.start_timeout = start_timeout
-        self.executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="pixgrep-api")
-        self.app = build_app(backend, self.executor)
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                log_config=None,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=3,
-            )
+        super().__init__(
+            "pixgrep-api-server", workers=workers, thread_prefix="pixgrep-api", start_timeout=start_timeout
         )
-        self._sock: socket.socket | None = None
+        self.socket_path = socket_path
+        self.app = build_app(backend, self.executor)
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
 
-    def on_thread_start(self) -> None:
-        self._sock = bind_socket(self.socket_path)
+    def where(self) -> str:
+        return str(self.socket_path)
+
+    def bind(self) -> socket.socket:
+        sock = bind_socket(self.socket_path)
         st = self.socket_path.stat()
         self._bound = (st.st_dev, st.st_ino)
+        return sock
 
-    def run(self) -> None:
-        assert self._sock is not None
-        self._server.run(sockets=[self._sock])
+    def make_app(self) -> Starlette:
+        return self.app
 
     def start(self) -> None:
         """Bind the socket and serve; raises ApiError or RuntimeError if it cannot."""
         super().start()
-        started = threading.Event()
-        for _ in range(int(self.start_timeout * 50)):
-            if self._server.started or not self.alive:
-                break
-            started.wait(0.02)
-        if not self._server.started:
-            self.stop()
-            raise RuntimeError(f"the API did not start on {self.socket_path}: {self.exception!r}")
         log.info("API listening", extra={"file": str(self.socket_path)})
 
-    def on_thread_stop(self) -> None:
-        self._server.should_exit = True
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        ok = super().stop(timeout)
-        if not ok:
-            # Open connections past the graceful timeout: cut them.
-            self._server.force_exit = True
-            ok = self.join(timeout)
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+    def on_closed(self) -> None:
         # Only the socket file we made: never another daemon's (issue 9, defect 3).
         with contextlib.suppress(FileNotFoundError):
             st = self.socket_path.stat()
             if self._bound == (st.st_dev, st.st_ino):
                 self.socket_path.unlink()
         self._bound = None
-        return ok

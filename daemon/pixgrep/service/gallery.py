@@ -27,13 +27,11 @@ import secrets
 import socket
 import stat
 import threading
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,7 +42,7 @@ from pixgrep import images
 from pixgrep.errors import PixgrepError
 from pixgrep.filters import Filters, filters_from
 from pixgrep.results import Item, lookup_item, matched_lines, similar
-from pixgrep.service.threads import StoppableThread
+from pixgrep.service.serving import ServerThread
 from pixgrep.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -444,21 +442,21 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-class GalleryServer(StoppableThread):
+class GalleryServer(ServerThread):
     """uvicorn in a thread of its own, serving the gallery on ``ui.host``:``ui.port``."""
+
+    what = "the gallery"
 
     def __init__(
         self, settings: Settings, backend: GalleryBackend, *, workers: int = 4, start_timeout: float = 10.0
     ) -> None:
-        super().__init__("pixgrep-gallery-server")
+        super().__init__(
+            "pixgrep-gallery-server", workers=workers, thread_prefix="pixgrep-gallery", start_timeout=start_timeout
+        )
         check_settings(settings)
         self.settings = settings
-        self.start_timeout = start_timeout
         self.token = load_token(settings.ui_token_path)
-        self.executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="pixgrep-gallery")
         self._backend = backend
-        self._server: uvicorn.Server | None = None
-        self._sock: socket.socket | None = None
         self.port = 0
 
     @property
@@ -467,11 +465,18 @@ class GalleryServer(StoppableThread):
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/?token={self.token}"
 
-    def on_thread_start(self) -> None:
+    def where(self) -> str:
+        return f"port {self.port}"
+
+    def bind(self) -> socket.socket:
         ui = self.settings.ui
-        self._sock = bind_tcp(ui.host, ui.port)
-        self.port = self._sock.getsockname()[1]
-        app = build_app(
+        sock = bind_tcp(ui.host, ui.port)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def make_app(self) -> ASGIApp:
+        ui = self.settings.ui
+        return build_app(
             self._backend,
             self.executor,
             token=self.token,
@@ -479,38 +484,8 @@ class GalleryServer(StoppableThread):
             cookie=f"pixgrep-{self.port}",
             check_host=not ui.allow_remote,
         )
-        config = uvicorn.Config(
-            app, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
-        )
-        self._server = uvicorn.Server(config)
-
-    def run(self) -> None:
-        assert self._sock is not None and self._server is not None
-        self._server.run(sockets=[self._sock])
 
     def start(self) -> None:
         """Bind and serve; raises ConfigError or RuntimeError if it cannot."""
         super().start()
-        assert self._server is not None
-        deadline = time.monotonic() + self.start_timeout
-        while not self._server.started and self.alive and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not self._server.started:
-            self.stop()
-            raise RuntimeError(f"the gallery did not start on port {self.port}: {self.exception!r}")
         log.info("gallery listening on http://%s:%d/", self.settings.ui.host, self.port)
-
-    def on_thread_stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        ok = super().stop(timeout)
-        if not ok and self._server is not None:
-            self._server.force_exit = True  # open connections past the graceful timeout
-            ok = self.join(timeout)
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        return ok
