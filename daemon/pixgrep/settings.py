@@ -203,7 +203,8 @@ class SearchSettings(_Section):
     # The relevance floor: an image whose coverage^2 + 0.5 * cosine (the weighted fusion score,
     # whatever `fusion` is) is below this is not a match; `--all` shows it anyway.
     # Calibrated on the development queries and bench/queries_nomatch.jsonl (bench/RESULTS.md):
-    # 0.25 drops 3 of 226 true hits and keeps 3 of 600 results of queries that match nothing.
+    # 0.25 keeps 3 of 600 results of queries that match nothing and drops 2 of 226 text and paraphrase hits,
+    # but 63 of 98 hits of pure meaning queries (their scores overlap the junk).
     min_score: float = Field(default=0.25, ge=0)
 
 
