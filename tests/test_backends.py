@@ -166,3 +166,19 @@ def test_local_status_reads_only_the_config_without_an_index(settings: Settings)
     with pytest.raises(NoIndex):
         LocalBackend(settings).search("x", limit=None, mode=None, in_dir=None)
     assert LocalBackend(settings).watch("/p", polling=False)["mode"] is None
+
+
+def test_the_daemons_backend_refuses_work_until_ready(settings: Settings) -> None:
+    from pixgrep.service.supervisor import Supervisor
+
+    sup = Supervisor(settings)
+    b: Backend = sup.backend
+    assert b.live and b.health()["state"] == "starting"
+    with pytest.raises(ApiError, match="the daemon is starting; try again in a moment") as e:
+        b.search("x", limit=None, mode=None, in_dir=None)
+    assert e.value.status == 503
+    with pytest.raises(ApiError, match="starting"):
+        b.status(failed=False)
+    sup.state = "stopping"
+    with pytest.raises(ApiError, match="the daemon is stopping"):
+        b.index(["/p"], force=False)
