@@ -107,3 +107,24 @@ def test_dockerfile() -> None:
     installs = " ".join(ln for ln in instructions if "pip install" in ln)
     assert "systemd" not in installs
     assert instructions[-1].startswith(("CMD", "ENTRYPOINT"))
+
+
+def test_pixgrep_environment_is_valid_settings(compose: dict[str, Any], tmp_path: Path) -> None:
+    """Every PIXGREP_ variable the compose file sets is a setting pixgrep accepts (with the ${...} filled in)."""
+    from pixgrep.settings import load_settings
+
+    env = compose["services"]["pixgrep"]["environment"]
+    filled = {k: re.sub(r"\$\{[^}]*\}", "x", str(v)) for k, v in env.items() if k.startswith("PIXGREP_")}
+    mp = pytest.MonkeyPatch()
+    try:
+        for k, v in filled.items():
+            mp.setenv(k, v)
+        mp.setenv("PIXGREP_HOME", str(tmp_path))
+        (tmp_path / "config.toml").write_text("")
+        s = load_settings(tmp_path / "config.toml")
+    finally:
+        mp.undo()
+    assert s.db_url.startswith("postgresql+psycopg://") and not s.db_is_sqlite
+    assert s.milvus.uri == "http://standalone:19530" and not s.milvus_is_lite
+    assert [str(f.path) for f in s.watch.folders] == ["/pictures"]
+    assert s.ui.port == 8399
