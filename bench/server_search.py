@@ -180,7 +180,12 @@ def run(sizes: list[int], n_queries: int, lines: list[str]) -> None:
             d = daemon_rss(uri, n, lines, words)
             table.append((n, rows, build_flat, flat_lat, build_hnsw, results))
             mem.append((n, rows, d, server_rss))
-            print(f"done {n}: {table[-1][:3]} {mem[-1]}", file=sys.stderr, flush=True)
+            # Each size as soon as it is measured: the largest may not finish on a shared machine.
+            print(f"done {n}: rows {rows}, FLAT p50 {statistics.median(flat_lat):.1f} ms, "
+                  + ", ".join(f"HNSW ef={ef} p50 {statistics.median(lat):.1f} ms recall@10 {r:.3f}"
+                              for ef, lat, r in results)
+                  + f"; daemon RSS {d['daemon']:.0f} MiB + OCR {d['children']:.0f} MiB, server {server_rss:.0f} MiB",
+                  file=sys.stderr, flush=True)  # fmt: skip
         finally:
             server.terminate()
             try:
