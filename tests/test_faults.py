@@ -27,10 +27,12 @@ from faultkit import (
     MilvusServer,
     alive,
     books,
+    fill,
     inconsistencies,
     kill_loop,
     make_rng,
     record,
+    small_tmpfs,
 )
 from pixgrep.images import content_hash
 from pixgrep.settings import load_settings
@@ -383,3 +385,52 @@ def test_a_crash_before_the_batch_is_stored_keeps_its_ocr(home: Path, tmp_path: 
         # The five OCR results were committed as they came, not with the batch: none is redone.
         assert ix.pipeline.ocr_pool.runs == 5
     assert inconsistencies(settings, disk=on_disk(pics)) == []
+
+
+# --------------------------------------------------------------------------
+# A full disk (defect 6)
+
+
+def test_full_disk_index_exits_74_and_search_keeps_answering(home: Path, tmp_path: Path) -> None:
+    rng, seed = make_rng("test_full_disk")
+    files = corpus_files(8, stride=79, offset=rng.randrange(79))
+    pics = tmp_path / "pics"
+    copy_corpus(pics, files[:4])
+    with small_tmpfs(tmp_path / "disk", "64m") as disk:
+        env = _env(PIXGREP_HOME=str(disk / "home"), PIXGREP_OCR__WORKERS="1", PIXGREP_PIPELINE__BATCH_SIZE="2")
+        cli(env, "index", str(pics))
+        query = _some_text(env)
+        hit = json.loads(cli(env, "search", "--json", "-k", "1", "--mode", "keyword", query).stdout.splitlines()[0])
+
+        copy_corpus(pics, files[4:])
+        filled = fill(disk)
+        r = cli(env, "index", str(pics), check=False)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("\r", "indexing"))]
+        assert r.returncode == 74, f"seed {seed}: exit {r.returncode}\n{r.stderr}"
+        assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr
+        assert str(disk) in lines[0] and ("ENOSPC" in lines[0] or "No space left" in lines[0]), lines[0]
+
+        # Read-only: search still answers from what is there.
+        s = cli(env, "search", "--json", "-k", "1", "--mode", "keyword", query, check=False)
+        assert s.returncode == 0 and "Traceback" not in s.stderr, s.stderr
+        assert json.loads(s.stdout.splitlines()[0])["path"] == hit["path"]
+
+        for f in disk.glob(".filler*"):
+            f.unlink()
+        cli(env, "index", str(pics))
+        settings = load_settings(home=disk / "home")
+        problems = inconsistencies(settings, disk=on_disk(pics))
+        assert problems == [], f"seed {seed}: {problems}"
+        record("test_full_disk", seed=seed, tmpfs="64m", filled_bytes=filled, exit_code=r.returncode, message=lines[0])
+
+
+def _some_text(env: dict[str, str]) -> str:
+    """A word of OCR text of some indexed image, straight from the books."""
+    home = Path(env["PIXGREP_HOME"])
+    _, contents, _ = books(home)
+    for _status, lines, _caps in contents.values():
+        for line in json.loads(lines):
+            words = [w for w in line["text"].split() if len(w) >= 3]
+            if words:
+                return str(words[0])
+    raise AssertionError("no indexed image has text")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pixgrep import scan
 from pixgrep.catalog import Catalog, ContentStatus, OutcomeStatus
-from pixgrep.errors import StoreUnavailable
+from pixgrep.errors import BooksUnavailable, StoreUnavailable
 from pixgrep.pipeline import Outcome, Pipeline
 from pixgrep.private import private_state
 from pixgrep.search import Result
@@ -38,9 +38,22 @@ class Index:
         self.settings = settings
         private_state(settings.home)  # 0700 and a 0077 umask: Milvus Lite and the local index are private too
         self.search_only = search_only
-        self.db = Catalog(settings.db_url)
+        self.db = self._books(settings, search_only)
         self.pipeline = Pipeline(settings, self.db, ocr_workers=ocr_workers, store_factory=store_factory)
         self._reader: LocalReader | Literal[False] | None = None  # False: this index has none
+
+    @staticmethod
+    def _books(settings: Settings, search_only: bool) -> Catalog:
+        try:
+            return Catalog(settings.db_url)
+        except BooksUnavailable as e:
+            from pixgrep.diskfull import no_room
+
+            if not (search_only and settings.db_path.exists() and no_room(settings.db_path)):
+                raise
+            # A full disk: searches still answer from the books as they are (issue 9, defect 6).
+            log.warning("%s; the disk is full: searching the index read-only", e)
+            return Catalog.read_only(settings.db_path)
 
     def search(
         self,

@@ -395,6 +395,21 @@ class Catalog:
     ``postgresql+psycopg://…``. The schema is Alembic's (pixgrep/migrations), brought up to date on open.
     """
 
+    @classmethod
+    def read_only(cls, path: Path) -> Catalog:
+        """The SQLite books opened without writing a byte, for searches on a full disk (issue 9, defect 6).
+
+        ``immutable``: SQLite then needs no -shm file (it cannot size one on a full disk), takes no
+        locks and ignores the -wal, so writes not yet checkpointed are not seen. No schema upgrade.
+        """
+        self = cls.__new__(cls)
+        self.dialect, self.path, self.where = "sqlite", path, f"{path} (read-only)"
+        self.engine = create_engine(
+            f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true", connect_args={"check_same_thread": False}
+        )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        return self
+
     def __init__(self, target: Path | str) -> None:
         url = make_url(f"sqlite:///{target}" if isinstance(target, Path) else target)
         self.dialect = url.get_backend_name()
@@ -946,6 +961,21 @@ _LIVE = or_(_Q.c.state == QueueState.PENDING.value, _Q.c.state == QueueState.PRO
 _CRASHED = "was being processed during"
 
 
+def _row(j: Job, now: float) -> dict[str, Any]:
+    """A new queue row for ``j``."""
+    return {
+        "path": j.path,
+        "op": str(j.op),
+        "src": j.src or None,
+        "state": QueueState.PENDING.value,
+        "attempts": 0,
+        "not_before": j.not_before or now,
+        "error": None,
+        "enqueued_at": now,
+        "claimed_at": None,
+    }
+
+
 def _enqueue_stmt(conn: Connection, *, revive: bool = True) -> Any:
     """One row per path: a newer event resets it to pending.
 
@@ -1030,30 +1060,15 @@ class Queue:
     def put(self, jobs: Iterable[Job], *, chunk: int = 5000) -> int:
         now = self.clock()
         jobs = list(jobs)
-        rows = [
-            {
-                "path": j.path,
-                "op": str(j.op),
-                "src": j.src or None,
-                "state": QueueState.PENDING.value,
-                "attempts": 0,
-                "not_before": j.not_before or now,
-                "error": None,
-                "enqueued_at": now,
-                "claimed_at": None,
-            }
-            for j in jobs
-        ]
-        for r in rows:
-            if r["op"] not in _OPS:
-                raise ValueError(f"unknown queue op {r['op']!r}")
-        revive = [j.revive for j in jobs]
+        for j in jobs:
+            if str(j.op) not in _OPS:
+                raise ValueError(f"unknown queue op {str(j.op)!r}")
         for flag in (True, False):
-            group = [r for r, rv in zip(rows, revive, strict=True) if rv is flag]
+            group = [_row(j, now) for j in jobs if j.revive is flag]
             for i in range(0, len(group), chunk):
                 with self.catalog.engine.begin() as conn:
                     conn.execute(_enqueue_stmt(conn, revive=flag), group[i : i + chunk])
-        return len(rows)
+        return len(jobs)
 
     # The worker ------------------------------------------------------------
     def _return_claims(self, which: Any) -> int:
@@ -1285,6 +1300,15 @@ class VectorFile:
         self.path = path
         if readonly:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+            try:
+                self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                # A full disk: WAL mode cannot size its -shm file even to read. Immutable needs none
+                # (and ignores the -wal: rows not yet checkpointed are not seen).
+                self._db.close()
+                self._db = sqlite3.connect(
+                    f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False, isolation_level=None
+                )
             return
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
