@@ -1,4 +1,4 @@
-"""What every command needs from click's context: the settings, and how to die with one line."""
+"""What every command needs from click's context: the settings, logging, and how to die with one line."""
 
 from __future__ import annotations
 
@@ -21,3 +21,10 @@ def settings(ctx: click.Context, **overrides: Any) -> Settings:
         return load_settings(obj.get("config"), **{**obj.get("overrides", {}), **overrides})
     except ConfigError as e:
         die(str(e), ExitCode.CONFIG)
+
+
+def setup_logging(settings: Settings, verbose: int) -> None:
+    """Warnings only, unless -v (info) or -vv (debug)."""
+    from pixgrep.logs import setup_logging as setup
+
+    setup("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING", settings=settings)

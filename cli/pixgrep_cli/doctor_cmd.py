@@ -52,8 +52,8 @@ def doctor(ctx: click.Context, repair: bool, as_json: bool) -> None:
 
     Exit status: 0 when nothing is wrong (with --repair: nothing is left), 1 when problems were found (are left).
     """
-    from pixgrep_cli.main import _settings, _setup_logging
+    from pixgrep_cli.ctx import settings, setup_logging
 
-    s = _settings(ctx)
-    _setup_logging(s, ctx.obj["verbose"])
+    s = settings(ctx)
+    setup_logging(s, ctx.obj["verbose"])
     sys.exit(run_doctor(s, repair=repair, as_json=as_json))

@@ -8,9 +8,8 @@ import sys
 from typing import Any
 
 import click
-from pixgrep.settings import Settings
 
-from pixgrep_cli.ctx import settings
+from pixgrep_cli.ctx import settings, setup_logging
 from pixgrep_cli.daemon_cmds import COMMANDS as DAEMON_COMMANDS
 from pixgrep_cli.doctor_cmd import doctor
 from pixgrep_cli.service_cmds import service
@@ -19,10 +18,7 @@ from pixgrep_cli.ui_cmd import ui_cmd
 _settings = settings
 
 
-def _setup_logging(settings: Settings, verbose: int) -> None:
-    from pixgrep.logs import setup_logging
-
-    setup_logging("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING", settings=settings)
+_setup_logging = setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
