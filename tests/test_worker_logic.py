@@ -108,3 +108,23 @@ def test_a_bad_file_fails_once_with_its_reason(parts: tuple[Index, WorkQueue, Wo
     assert state == "done" and "text" in (err or "")  # recorded in the books: no queue retry
     assert w.stats.failed == 1 and [e["path"] for e in w.errors] == [str(bad)]
     assert [f["path"] for f in ix.db.failures()] == [str(bad)]
+
+
+def test_a_folder_renamed_twice_before_the_worker_sees_it_costs_no_ocr(
+    parts: tuple[Index, WorkQueue, Worker], tmp_path: Path
+) -> None:
+    """Churn (issue 9): the first move's destination is already gone; its books must travel on, not be dropped."""
+    ix, q, w = parts
+    a = tmp_path / "a"
+    text_image(a / "x.png", ["renamed twice"])
+    q.upsert(str(a / "x.png"))
+    assert w.step() and StubOcrEngine.images == 1
+    a.rename(tmp_path / "b")
+    (tmp_path / "b").rename(tmp_path / "c")
+    q.move(str(a), str(tmp_path / "b"))  # the watcher's two events, seen after both renames
+    q.move(str(tmp_path / "b"), str(tmp_path / "c"))
+    while w.step():
+        pass
+    assert StubOcrEngine.images == 1
+    assert list(ix.db.paths()) == [str(tmp_path / "c" / "x.png")]
+    assert ix.search("renamed twice")[0].path == str(tmp_path / "c" / "x.png")

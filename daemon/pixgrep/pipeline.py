@@ -453,9 +453,15 @@ class Pipeline:
         """Record a rename without re-reading content. False if ``src`` was unknown."""
         try:
             st = os.stat(dst)
+            size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
         except OSError:
-            return False
-        orphans = self.db.move(src, dst, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, root=root)
+            # Moved on again since (a folder renamed twice in a row): carry the booked record along
+            # under its booked stat, so the next move finds it here instead of indexing it again.
+            entry = self.db.path_entry(src)
+            if entry is None or os.path.lexists(src):
+                return False
+            size, mtime_ns, inode = entry.size, entry.mtime_ns, entry.inode
+        orphans = self.db.move(src, dst, size=size, mtime_ns=mtime_ns, inode=inode, root=root)
         if orphans is None:
             return False
         self._forget(orphans)

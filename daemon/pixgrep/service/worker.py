@@ -212,6 +212,8 @@ class Worker(StoppableThread):
     def _move(self, it: Item, extra: list[Item]) -> bool:
         src, dst = it.src or "", it.path
         p = self.pipeline
+        if self._moved_on(src, dst):
+            return True
         if os.path.isdir(dst):
             n = p.move_tree(src, dst)
             self.stats.moved += n
@@ -239,6 +241,15 @@ class Worker(StoppableThread):
             return False
         if not os.path.lexists(dst):
             self.stats.removed += p.remove_paths([dst]) + p.remove_tree(dst)
+        return True
+
+    def _moved_on(self, src: str, dst: str) -> bool:
+        """Both names gone: the file or folder moved on again (renamed twice in a row). Carry its books
+        along to ``dst``, where the next move event finds them; forgetting them here would cost the OCR
+        of every file again under the final name."""
+        if os.path.lexists(dst) or os.path.lexists(src):
+            return False
+        self.stats.moved += self.pipeline.move_tree(src, dst) + self.pipeline.move(src, dst, self._root_of(dst))
         return True
 
     def _delete(self, it: Item) -> bool:
