@@ -59,3 +59,16 @@ def test_cli_exits_with_config_code(tmp_path: Path, home: Path) -> None:
     )
     assert r.returncode == ExitCode.CONFIG == 78
     assert r.stderr.count("\n") == 1 and "search.limit" in r.stderr
+
+
+def test_config_output_hides_secrets(tmp_path: Path) -> None:
+    from pixgrep.settings import Settings
+
+    s = Settings(
+        home=tmp_path, db={"url": "postgresql+psycopg://pixgrep:s3cret@db/pixgrep"}, milvus={"token": "root:Milvus"}
+    )
+    data = s.public_dump()
+    assert data["db"]["url"] == "postgresql+psycopg://pixgrep:***@db/pixgrep"
+    assert data["milvus"]["token"] == "***"
+    assert "s3cret" not in str(data) and "root:Milvus" not in str(data)
+    assert s.db_url.endswith("s3cret@db/pixgrep")  # the real value is untouched

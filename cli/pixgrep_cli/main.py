@@ -162,7 +162,7 @@ def reindex_cmd(ctx: click.Context, stale: bool, embeddings: bool, everything: b
 def config_cmd(ctx: click.Context) -> None:
     """Print the effective settings as JSON."""
     s = _settings(ctx)
-    click.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(s.public_dump(), indent=2, ensure_ascii=False))
 
 
 main.add_command(service)

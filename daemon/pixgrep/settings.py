@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -326,6 +327,17 @@ class Settings(BaseSettings):
     @property
     def db_is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite:")
+
+    def public_dump(self) -> dict[str, Any]:
+        """The settings as JSON data with secrets hidden (the database password, the Milvus token)."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        if self.db.url:
+            from sqlalchemy.engine import make_url
+
+            data["db"]["url"] = make_url(self.db.url).render_as_string(hide_password=True)
+        if self.milvus.token:
+            data["milvus"]["token"] = "***"
+        return data
 
     @property
     def books_exist(self) -> bool:
