@@ -128,3 +128,19 @@ def test_a_folder_renamed_twice_before_the_worker_sees_it_costs_no_ocr(
     assert StubOcrEngine.images == 1
     assert list(ix.db.paths()) == [str(tmp_path / "c" / "x.png")]
     assert ix.search("renamed twice")[0].path == str(tmp_path / "c" / "x.png")
+
+
+def test_renames_seen_out_of_order_leave_no_stale_path(parts: tuple[Index, WorkQueue, Worker], tmp_path: Path) -> None:
+    ix, q, w = parts
+    a = tmp_path / "a"
+    text_image(a / "x.png", ["out of order"])
+    q.upsert(str(a / "x.png"))
+    assert w.step()
+    a.rename(tmp_path / "b")
+    (tmp_path / "b").rename(tmp_path / "c")
+    q.move(str(tmp_path / "b"), str(tmp_path / "c"))  # the later rename is processed first
+    q.move(str(a), str(tmp_path / "b"))
+    while w.step():
+        pass
+    assert StubOcrEngine.images == 1
+    assert list(ix.db.paths()) == [str(tmp_path / "c" / "x.png")]

@@ -1252,6 +1252,14 @@ class Queue:
             rows = conn.execute(select(_Q.c.path, _Q.c.op, _Q.c.state, _Q.c.error).order_by(_Q.c.id)).fetchall()
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def live_moves(self) -> dict[str, str]:
+        """Destination -> source of every move not done yet (pending or being processed)."""
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(
+                select(_Q.c.path, _Q.c.src).where(_LIVE, _Q.c.op == QueueOp.MOVE.value, _Q.c.src.is_not(None))
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     def pending(self) -> list[tuple[str, str, str | None]]:
         """(path, op, src) of every pending row."""
         with self.catalog.engine.connect() as conn:

@@ -467,6 +467,28 @@ class Pipeline:
         self._forget(orphans)
         return True
 
+    def carry(self, src: str, dst: str, root: str | None) -> int:
+        """``src`` (a file or a folder) was renamed to ``dst``, which is gone too: it moved on again.
+
+        Paths whose bytes are also booked under another name (a later move already linked them) are
+        dropped; the others, the last name of their bytes, move to ``dst`` in the books so the next
+        move finds them there instead of the bytes being OCR'd again. Returns how many moved.
+        """
+        paths = [src, *self.db.paths_under(src)]
+        prefix = src.rstrip("/") + "/"
+        moved, drop = 0, []
+        for path in paths:
+            entry = self.db.path_entry(path)
+            if entry is None or entry.content_hash is None:
+                continue
+            elsewhere = [q for q in self.db.paths_of([entry.content_hash]) if q != src and not q.startswith(prefix)]
+            if elsewhere:
+                drop.append(path)
+            elif self.move(path, dst.rstrip("/") + path[len(src.rstrip("/")) :], root):
+                moved += 1
+        self.remove_paths(drop)
+        return moved
+
     def move_tree(self, src_dir: str, dst_dir: str) -> int:
         n = 0
         for p in self.db.paths_under(src_dir):

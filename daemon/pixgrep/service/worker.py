@@ -210,7 +210,7 @@ class Worker(StoppableThread):
             self.queue.retry(item, f"{type(e).__name__}: {e}")
 
     def _move(self, it: Item, extra: list[Item]) -> bool:
-        src, dst = it.src or "", it.path
+        src, dst = self._earlier_name(it.src or ""), it.path
         p = self.pipeline
         if self._moved_on(src, dst):
             return True
@@ -243,13 +243,25 @@ class Worker(StoppableThread):
             self.stats.removed += p.remove_paths([dst]) + p.remove_tree(dst)
         return True
 
+    def _earlier_name(self, src: str) -> str:
+        """The name the books know ``src`` by: renames seen out of order (a -> b, b -> c with the second
+        first) chain back through the moves still queued."""
+        if not src or os.path.lexists(src) or self.pipeline.db.knows(src):
+            return src
+        earlier = self.queue.live_moves()
+        for _ in range(8):
+            if src not in earlier or self.pipeline.db.knows(src):
+                break
+            src = earlier[src]
+        return src
+
     def _moved_on(self, src: str, dst: str) -> bool:
         """Both names gone: the file or folder moved on again (renamed twice in a row). Carry its books
         along to ``dst``, where the next move event finds them; forgetting them here would cost the OCR
         of every file again under the final name."""
         if os.path.lexists(dst) or os.path.lexists(src):
             return False
-        self.stats.moved += self.pipeline.move_tree(src, dst) + self.pipeline.move(src, dst, self._root_of(dst))
+        self.stats.moved += self.pipeline.carry(src, dst, self._root_of(dst))
         return True
 
     def _delete(self, it: Item) -> bool:
