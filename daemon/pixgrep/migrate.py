@@ -63,6 +63,8 @@ def upgrade(engine: sa.Engine, *, where: str) -> None:
                     f"the books at {where} were written by a newer pixgrep (schema {have}); upgrade pixgrep"
                 )
         log.info("upgrading the books at %s from schema %s to %s", where, have or "(none)", HEAD)
+        # One line of ours is enough; Alembic would log each plugin and revision.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             command.upgrade(cfg, "head")
         except CommandError as e:
