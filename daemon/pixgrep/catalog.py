@@ -38,7 +38,17 @@ Retry records: one per kind of failure, all decided here
   ``Queue.retry`` backs off ``backoff(attempts)`` seconds; ``defer`` puts back
   without counting an attempt; ``recover`` (at start) returns a crashed run's
   claims and fails an item that was in flight during ``max_attempts`` crashes. A
-  newer event for the same path resets the row to pending (one row per path).
+  newer event for the same path resets the row to pending (one row per path); a
+  row being processed instead keeps its holder and is marked ``requeue``, and goes
+  back to pending when the holder is done with it.
+
+Several daemons (PostgreSQL): a claim records its holder (``claimed_by``, the
+queue's ``owner``) and a lease (``lease_until``) that the holder's heartbeat
+extends (``extend``); any daemon returns claims whose lease ran out
+(``reclaim_expired``), and ``recover`` at start takes back only this host's. Claims
+take rows ``FOR UPDATE SKIP LOCKED``, so two daemons never wait on each other's
+rows. Bytes about to be OCR'd are leased too (``content_leases``): another daemon
+meeting the same bytes waits (``OutcomeStatus.BUSY``) and then links them.
 
 Writes and the vector store: decide, commit, then act
 ------------------------------------------------------
@@ -58,11 +68,12 @@ crash between any two steps leaves books that the next run repairs:
    the meantime (the same bytes copied in again) is not deleted but set pending,
    so its vectors are written again.
 
-Dialects: everything is SQLAlchemy (ORM or Core). The SQLite-specific parts are
-``Catalog.__init__`` (the URL and the connection pragmas), ``_migrate`` with the
-schema upgrades (``sqlite_master``, ``PRAGMA table_info``) and the choice of
-``INSERT ... ON CONFLICT`` in ``_insert`` (SQLite's or PostgreSQL's); the queries
-are portable. ``VectorFile`` is the local dense index's own SQLite file, not the
+Dialects: everything is SQLAlchemy (ORM or Core), one schema for SQLite and
+PostgreSQL, created and upgraded by Alembic (``pixgrep.migrate``,
+``pixgrep/migrations``). The dialect-specific parts are ``_engine`` (pragmas and
+WAL for SQLite, a pre-pinged pool for PostgreSQL) and the choice of ``INSERT ...
+ON CONFLICT`` in ``_insert``; ``FOR UPDATE SKIP LOCKED`` renders on PostgreSQL
+only; the queries are portable. ``VectorFile`` is the local dense index's own SQLite file, not the
 books.
 """
 
