@@ -349,3 +349,21 @@ def test_cli_install_failure_exit_code(tmp_path: Path, monkeypatch: pytest.Monke
     res = CliRunner().invoke(main, ["service", "install", "--user", "--unit-dir", str(tmp_path)])
     assert res.exit_code == 1
     assert "systemctl --user daemon-reload" in res.output and "Failed to connect to bus" in res.output
+
+
+class _Unstattable(type(Path())):  # type: ignore[misc]
+    """A path another user's permissions hide: stat() is refused."""
+
+    def stat(self, **kw: object) -> os.stat_result:
+        raise PermissionError(13, "Permission denied", str(self))
+
+
+def test_a_user_install_never_looks_at_the_system_scopes_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a system install, /etc/sysusers.d/pixgrep.conf may exist and be unreadable to the user;
+    # a --user install stat()ed it and died with a PermissionError traceback.
+    monkeypatch.setattr(units, "SYSUSERS_DIR", _Unstattable(tmp_path / "sysusers.d"))
+    monkeypatch.setattr(units, "SYSTEM_CONFIG_DIR", _Unstattable(tmp_path / "etc-pixgrep"))
+    report = units.install("user", unit_dir=tmp_path / "units", runner=FakeSystemctl())
+    assert report.unit_path.exists()
+    with pytest.raises(units.InstallError, match="kept the earlier"):
+        units.install("user", unit_dir=tmp_path / "units", runner=FakeSystemctl(fail_on="daemon-reload"))

@@ -379,9 +379,12 @@ def install(
     """
     target_dir = unit_dir if unit_dir is not None else default_unit_dir(scope)
     report = InstallReport(unit_path=target_dir / UNIT_NAME)
-    fresh = [
-        p for p in (report.unit_path, SYSUSERS_DIR / SYSUSERS_NAME, SYSTEM_CONFIG_DIR / "config.toml") if not p.exists()
-    ]
+    # What this run may create, and did not exist before it. Only the system scope writes the
+    # sysusers entry and /etc/pixgrep; a user may not even be allowed to stat those.
+    candidates = [report.unit_path]
+    if scope == "system":
+        candidates += [SYSUSERS_DIR / SYSUSERS_NAME, SYSTEM_CONFIG_DIR / "config.toml"]
+    fresh = [p for p in candidates if not _exists(p)]
     try:
         return _install(
             scope, report, command=command, enable=enable, start=start, runner=runner, by_name=unit_dir is None
@@ -397,6 +400,16 @@ def install(
         raise InstallError(
             f"{e}; {undo}. Without a service manager, run the daemon in the foreground: pixgrep daemon"
         ) from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # there, but not ours to look at: never ours to remove
+    return True
 
 
 def _install(
