@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +84,16 @@ def test_an_inline_pool_loads_its_engine_only_when_it_ocrs(tmp_path: Path, home:
         assert not ix.pipeline.ocr_pool.loaded  # a daemon-less search pays no OCR model load
         ix.pipeline.process([str(render(tmp_path / "a.png", ["第一次辨識"]))])
         assert ix.pipeline.ocr_pool.loaded
+
+
+def test_openvino_sends_no_telemetry() -> None:
+    """OpenVINO's converter falls back to its no-op telemetry stub once pixgrep.ocr is imported.
+
+    With the real openvino_telemetry it spawned a process to post to Google Analytics from each OCR
+    process (which also raced cv2's import and printed tracebacks).
+    """
+    pytest.importorskip("openvino")
+    code = "import pixgrep.ocr\nimport openvino.tools.ovc.telemetry_utils as t\nprint(t.tm.__name__)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "openvino.tools.ovc.telemetry_stub"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -13,6 +14,13 @@ from PIL import Image
 from pixgrep.stages import BackendUnavailable, OcrLine
 
 log = logging.getLogger("pixgrep.ocr")
+
+# OpenVINO's model converter (which rapidocr's OpenVINO engine reaches) sends usage telemetry to
+# Google Analytics from a spawned process, unless `openvino_telemetry` cannot be imported: then it
+# uses its own no-op stub. pixgrep sends nothing off the machine; and that spawned sender, started
+# while the OCR process was importing cv2 (whose loader briefly puts its own folder on sys.path),
+# died importing cv2's `typing` package for the stdlib's and printed tracebacks.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
 
 
 def _version(dist: str) -> str:
