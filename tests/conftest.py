@@ -44,6 +44,18 @@ def _interesting(t: threading.Thread) -> bool:
     return t.is_alive() and not t.name.startswith(_ALLOWED_PREFIXES) and not t.name.endswith(_ALLOWED_SUFFIXES)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One cache folder for the session (the embedder's unpacked weights, thumbnails), not ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """Fail a test that leaves threads of its own running (daemon threads too)."""
