@@ -335,11 +335,19 @@ class Pipeline:
             return Outcome(path, OutcomeStatus.BUSY, fb.digest, "another daemon is reading these bytes")
         content = None if force else self.db.content(fb.digest)
         if content is not None and content.settled:
-            self._release([fb.digest])
-            self._forget(self.db.link([stage.link_of(path, root, fb)]))
-            status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED
-            return Outcome(path, status, fb.digest, content.error)
+            return self._link_known(content, path, root, fb)
         return self._kept_ocr(content, Pending(path, root, fb))
+
+    def _link_known(self, content: Content, path: str, root: str | None, fb: images.FileBytes) -> Outcome:
+        """Point ``path`` at bytes the books know. Other names of these bytes that are gone from disk go:
+        a rename seen late may have carried a name along that a later rename already replaced."""
+        self._release([fb.digest])
+        self._forget(self.db.link([stage.link_of(path, root, fb)]))
+        gone = [q for q in self.db.paths_of([fb.digest]) if q != path and not os.path.lexists(q)]
+        if gone:
+            self.remove_paths(gone)
+        status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED
+        return Outcome(path, status, fb.digest, content.error)
 
     def _kept_ocr(self, content: Content | None, item: Pending) -> Pending | Analysed:
         """The OCR of a content kept by an earlier run that did not reach the store (same OCR settings);
