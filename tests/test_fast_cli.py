@@ -55,7 +55,7 @@ def test_socket_path_steps_aside_when_unsure(home: Path, tmp_path: Path, monkeyp
     ],
 )
 def test_parse(argv: list[str], expected: tuple[str | None, dict[str, object]]) -> None:
-    parsed = fast._parse(argv)
+    parsed = fast.parse_search(argv)
     assert parsed is not None
     assert parsed[0] == expected[0]
     for k, v in expected[1].items():
@@ -75,7 +75,7 @@ def test_parse(argv: list[str], expected: tuple[str | None, dict[str, object]]) 
     ],
 )
 def test_parse_leaves_other_forms_to_the_full_cli(argv: list[str]) -> None:
-    assert fast._parse(argv) is None
+    assert fast.parse_search(argv) is None
 
 
 def test_no_daemon_means_the_full_cli(home: Path) -> None:

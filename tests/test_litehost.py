@@ -15,11 +15,11 @@ def test_socket_folder_prefers_the_pixgrep_runtime_dir(monkeypatch: pytest.Monke
     run = Path(tempfile.mkdtemp(prefix="lh", dir="/tmp"))
     (run / "pixgrep").mkdir(parents=True, mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    assert litehost._socket_base() == str(run / "pixgrep")
+    assert litehost.socket_base() == str(run / "pixgrep")
     (run / "pixgrep").rmdir()
-    assert litehost._socket_base() == str(run)
+    assert litehost.socket_base() == str(run)
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert litehost._socket_base() == tempfile.gettempdir()
+    assert litehost.socket_base() == tempfile.gettempdir()
     run.rmdir()
 
 

@@ -245,7 +245,19 @@ def test_read_only_local_index_answers_like_the_writer(tmp_path: Path) -> None:
     ix.close()
 
 
-def test_read_only_search_uses_the_snapshot_only_while_it_is_current(tmp_path: Path) -> None:
+def test_read_only_search_uses_the_snapshot_only_while_it_is_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    reads: list[str] = []
+    real_read = faiss.read_index
+
+    def counting_read(path: str, *args: object) -> object:
+        reads.append(path)
+        return real_read(path, *args)
+
+    monkeypatch.setattr(faiss, "read_index", counting_read)
     rng = np.random.default_rng(8)
     path = tmp_path / "v.sqlite"
     ix = LocalDenseIndex(path, DIM)
@@ -254,19 +266,21 @@ def test_read_only_search_uses_the_snapshot_only_while_it_is_current(tmp_path: P
     ix.snapshot()  # what the writer's close does
     ro = LocalDenseIndex(path, DIM, readonly=True)
     assert ro.search(a[1], 1)[0].kind == "region"
-    assert ro._index is not None and ro._matrix is None  # the snapshot, one read
+    assert ro.search(a[2], 1)[0].content_hash == "a"
+    assert reads == [str(ix.snapshot_path)]  # the snapshot, one read for every search
     ro.close()
     b = _unit(rng, 4)
     ix.replace([("b", _segs("b"), b)])  # a write after the snapshot: it is stale now
     ro = LocalDenseIndex(path, DIM, readonly=True)
     hit = ro.search(b[3], 1)[0]
     assert (hit.content_hash, hit.kind) == ("b", "caption")
-    assert ro._index is None and ro._matrix is not None  # the rows, not the stale snapshot
+    assert reads == [str(ix.snapshot_path)]  # the rows, not the stale snapshot
     ro.close()
     ix.snapshot_path.write_bytes(b"damaged")
     ix.snapshot()
     ix.snapshot_path.write_bytes(b"damaged after the fact")
     ro = LocalDenseIndex(path, DIM, readonly=True)
     assert ro.search(b[3], 1)[0].content_hash == "b"  # an unreadable snapshot falls back to the rows
+    assert len(reads) == 2  # it was current, so it was tried
     ro.close()
     ix.close()

@@ -18,6 +18,22 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def _spy_dense_search(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The search parameters each dense search sends to Milvus, read on the way out."""
+    from pymilvus import MilvusClient
+
+    sent: list[dict[str, object]] = []
+    real_search = MilvusClient.search
+
+    def spy(self: MilvusClient, *args: object, **kwargs: object) -> object:
+        if kwargs.get("anns_field") == "dense":
+            sent.append(kwargs["search_params"])  # type: ignore[arg-type]
+        return real_search(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MilvusClient, "search", spy)
+    return sent
+
+
 def _segs(n: int) -> list[Segment]:
     return [Segment("full", "ocr", "whole", "whole")] + [Segment("line", "ocr", f"l{i}", "") for i in range(n - 1)]
 
@@ -38,6 +54,7 @@ def test_server_gets_hnsw_with_explicit_parameters(tmp_path: Path, monkeypatch: 
         real_create(self, name, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(MilvusClient, "create_collection", spy)
+    searched = _spy_dense_search(monkeypatch)
     rng = np.random.default_rng(7)
     with milvusserver.running(tmp_path / "milvus") as uri:
         params = IndexParams(hnsw_m=8, hnsw_ef_construction=40, hnsw_ef=32)
@@ -48,9 +65,12 @@ def test_server_gets_hnsw_with_explicit_parameters(tmp_path: Path, monkeypatch: 
                 desc = st.client.describe_index(name, "dense")
                 assert desc["index_type"] == "HNSW" and desc["metric_type"] == "IP"
                 assert created[name] == {"index_type": "HNSW", "metric_type": "IP", "M": 8, "efConstruction": 40}
-            # The search beam is ef, raised to the limit when the limit is larger.
-            assert st._dense_params(10) == {"metric_type": "IP", "params": {"ef": 32}}
-            assert st._dense_params(100)["params"] == {"ef": 100}
+            # The search beam is ef, raised to the limit when the limit is larger (each collection searched).
+            st.search_dense(_unit(rng, 1)[0], 10)
+            assert searched == [{"metric_type": "IP", "params": {"ef": 32}}] * 2
+            searched.clear()
+            st.search_dense(_unit(rng, 1)[0], 100)
+            assert [p["params"] for p in searched] == [{"ef": 100}] * 2
             items = [(f"h{i}", _segs(4), _unit(rng, 4)) for i in range(50)]
             st.upsert_many(items)
             # Read after write: Strong reads see the rows without a flush.
@@ -70,7 +90,7 @@ def test_server_gets_hnsw_with_explicit_parameters(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.slow
-def test_settings_choose_the_index(tmp_path: Path, home: Path) -> None:
+def test_settings_choose_the_index(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home.mkdir(parents=True)
     lite = open_store(load_settings(), embed_name="m", dim=DIM)
     try:
@@ -81,6 +101,8 @@ def test_settings_choose_the_index(tmp_path: Path, home: Path) -> None:
         st = open_store(load_settings(milvus={"uri": uri, "index": "FLAT"}), embed_name="m", dim=DIM)
         try:
             assert not st.is_lite and st.index_type == "FLAT" and st.local is None
-            assert st._dense_params(10) == {"metric_type": "IP"}
+            searched = _spy_dense_search(monkeypatch)
+            st.search_dense(_unit(np.random.default_rng(1), 1)[0], 10)
+            assert searched == [{"metric_type": "IP"}] * 2
         finally:
             st.close()

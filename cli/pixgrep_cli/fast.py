@@ -70,7 +70,7 @@ def _search_opts(rest: list[str]) -> tuple[dict[str, Any], list[str]] | None:
     return opts, words
 
 
-def _parse(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
+def parse_search(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
     """(config file, search arguments) for the plain forms of ``pixgrep [--config F] search ...``."""
     head = _global_opts(argv)
     if head is None:
@@ -161,7 +161,7 @@ def _err(msg: str) -> None:
 
 def search(argv: list[str]) -> int | None:
     """Run ``pixgrep search`` via the daemon and return the exit code; None to use the full CLI."""
-    parsed = _parse(argv)
+    parsed = parse_search(argv)
     if parsed is None:
         return None
     config, o = parsed

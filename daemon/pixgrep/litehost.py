@@ -48,8 +48,8 @@ _lock = threading.Lock()
 _served: dict[str, _Served] = {}
 
 
-def _socket_base() -> str:
-    """Where the socket folder goes: a runtime dir this user can write, else the temp dir.
+def socket_base() -> str:
+    """The folder the socket's own folder is made in: a runtime dir this user can write, else the temp dir.
 
     ``$XDG_RUNTIME_DIR/pixgrep`` first: under the system unit XDG_RUNTIME_DIR is ``/run``,
     which only root may write, while ``/run/pixgrep`` is the unit's RuntimeDirectory.
@@ -120,7 +120,7 @@ def _start(data_dir: str) -> _Served:
         raise StoreLocked(f"the Milvus Lite data at {data_dir} is in use by another process") from e
     folder: str | None = None
     try:
-        base = _socket_base()
+        base = socket_base()
         _sweep(base)
         folder = tempfile.mkdtemp(prefix=PREFIX, dir=base)  # 0700, unpredictable name
         Path(folder, "pid").write_text(str(os.getpid()))

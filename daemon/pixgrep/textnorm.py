@@ -25,7 +25,7 @@ _converter = opencc.OpenCC("t2s")
 @functools.lru_cache(maxsize=65536)
 def fold_char(ch: str) -> str:
     folded = unicodedata.normalize("NFKC", ch).lower()
-    if folded and _is_cjk(folded[0]):
+    if folded and is_cjk(folded[0]):
         folded = _converter.convert(folded)
     return folded
 
@@ -57,7 +57,8 @@ _CJK_CLASS = re.compile(f"[{_CJK_RANGES}]")
 _RUN = re.compile(rf"(?:(?=[{_CJK_RANGES}])[^\W_])+|(?:(?![{_CJK_RANGES}])[^\W_])+")
 
 
-def _is_cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
+    """Whether ``ch`` is a CJK character: such runs are cut into characters and bigrams, not words."""
     return bool(_CJK_CLASS.match(ch))
 
 
@@ -73,7 +74,7 @@ def document_tokens(text: str) -> str:
     """Tokens to index: every CJK character and bigram, every latin/digit word."""
     toks: list[str] = []
     for run in _runs(text):
-        if _is_cjk(run[0]):
+        if is_cjk(run[0]):
             toks.extend(run)
             toks.extend(_bigrams(run))
         else:
@@ -86,7 +87,7 @@ def _query_parts(text: str) -> tuple[list[str], list[str]]:
     main: list[str] = []
     singles: list[str] = []
     for run in _runs(text):
-        if _is_cjk(run[0]) and len(run) > 1:
+        if is_cjk(run[0]) and len(run) > 1:
             main.extend(_bigrams(run))
             singles.extend(run)
         else:
