@@ -10,6 +10,7 @@ import pytest
 from pixgrep.app import Index
 from pixgrep.catalog import ContentStatus
 from pixgrep.service.queue import WorkQueue
+from pixgrep.service.outage import Outage
 from pixgrep.service.worker import Worker
 from pixgrep.testing import StubOcrEngine, StubStore, text_image
 
@@ -56,6 +57,8 @@ def test_a_store_outage_pauses_the_queue_keeps_the_ocr_then_indexes(
     p = text_image(tmp_path / "a.png", ["outage words"])
     store = ix.pipeline.store
     assert isinstance(store, StubStore)
+    # The worker's outage on the test's clock, so the probe comes due without sleeping.
+    w.outage = Outage(store.probe, clock=clock)
     store.down = True
     q.upsert(str(p))
     assert w.step()
@@ -66,7 +69,8 @@ def test_a_store_outage_pauses_the_queue_keeps_the_ocr_then_indexes(
     assert c is not None and c.status == ContentStatus.PENDING and c.attempts == 0 and c.lines
     assert StubOcrEngine.images == 1
     store.down = False
-    w.outage._next = 0.0  # the probe is due
+    assert not w.outage.probe() and w.outage.down  # not due yet: the store is not asked
+    clock.now += w.outage.wait_seconds()  # the probe is due
     assert w.outage.probe() and not w.outage.down
     assert w.step()
     assert _rows(q) == {str(p): ("done", None)} and ix.search("outage words")[0].path == str(p)
