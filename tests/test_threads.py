@@ -77,7 +77,7 @@ def test_a_thread_that_raises_is_dead_with_its_exception() -> None:
 def test_sleep_returns_early_when_stopped() -> None:
     t = Looper()
     assert t.sleep(0) is False
-    t._stopping.set()
+    assert t.stop(0)  # never started: stopped at once
     assert t.sleep(60) is True
 
 

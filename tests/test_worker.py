@@ -217,7 +217,7 @@ def test_items_not_reached_before_a_stop_go_back_uncounted(q: WorkQueue) -> None
     fp = FakePipeline()
     w = Worker(fp, q, batch_size=8, stable_seconds=0.0)  # type: ignore[arg-type]
     q.put([Job(f"/x/{i}.png") for i in range(4)])
-    fp.outcome = lambda p: (w._stopping.set(), Outcome(p, OutcomeStatus.INDEXED, "h"))[1]  # SIGTERM mid-batch
+    fp.outcome = lambda p: (w.stop(0), Outcome(p, OutcomeStatus.INDEXED, "h"))[1]  # SIGTERM mid-batch
     assert w.step()
     assert sorted(_states(q).values()) == ["done", "pending", "pending", "pending"]
     assert all(a == 0 for a in _attempts(q))
