@@ -39,10 +39,23 @@ def test_an_unpacked_copy_gives_the_same_vectors_and_a_bad_one_is_rebuilt(
 def test_a_query_on_one_thread_embeds_like_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pixgrep.embed import UseEmbedder
 
+    import threadpoolctl
+
+    # The BLAS thread limit each forward pass asks threadpoolctl for, read on the way in.
+    limits: list[object] = []
+    real_limit = threadpoolctl.ThreadpoolController.limit
+
+    def spy(self: threadpoolctl.ThreadpoolController, **kwargs: object) -> object:
+        limits.append(kwargs.get("limits"))
+        return real_limit(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(threadpoolctl.ThreadpoolController, "limit", spy)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     e = UseEmbedder(threads=2)
     many = [f"{t} {i}" for i in range(4) for t in TEXTS]  # more than a query: the batch path
     batch = e.embed(many)
+    assert limits and set(limits) == {2}
     for i, text in enumerate(many[:3]):
+        limits.clear()
         np.testing.assert_allclose(e.embed([text])[0], batch[i], atol=1e-5)
-    assert e._single.threads == 1 and e._model._backend.threads == 2
+        assert limits == [1]
