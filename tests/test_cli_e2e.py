@@ -191,10 +191,19 @@ def test_result_actions_floor_and_similar(indexed: tuple[Path, dict[str, str]], 
 def test_a_search_alone_reads_the_local_index_and_answers_like_the_store(
     indexed: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pixgrep import app
     from pixgrep.app import Index
     from pixgrep.settings import load_settings
     from pixgrep.store import LocalReader
 
+    opened: list[object] = []
+    real_open_reader = app.open_reader
+
+    def spy(*args: object, **kwargs: object) -> object:
+        opened.append(real_open_reader(*args, **kwargs))  # type: ignore[arg-type]
+        return opened[-1]
+
+    monkeypatch.setattr(app, "open_reader", spy)
     _, env = indexed
     for k in ("PIXGREP_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
         monkeypatch.setenv(k, env[k])
@@ -202,7 +211,7 @@ def test_a_search_alone_reads_the_local_index_and_answers_like_the_store(
     with Index(load_settings(), ocr_workers=0, search_only=True) as ro:
         got = {(q, m): [r.to_json() for r in ro.search(q, mode=m)] for q in queries for m in ("hybrid", "keyword")}
         # It never opened Milvus Lite (whose lock a daemon may hold): the local index answered, read-only.
-        assert not ro.pipeline.has_store() and isinstance(ro._reader, LocalReader)
+        assert not ro.pipeline.has_store() and len(opened) == 1 and isinstance(opened[0], LocalReader)
     with Index(load_settings(), ocr_workers=0) as rw:
         want = {(q, m): [r.to_json() for r in rw.search(q, mode=m)] for q in queries for m in ("hybrid", "keyword")}
         assert rw.pipeline.has_store()

@@ -170,32 +170,36 @@ def test_caption_sampling_returns_n(arch: str, request: pytest.FixtureRequest, i
     ],
 )
 def test_oom_halves_batch(error, vit_gpt2: Path, images: list, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from transformers import VisionEncoderDecoderModel  # what a vit-gpt2 checkpoint loads as
+
     cap = _captioner(vit_gpt2, batch_size=4, num_beams=1)
-    real = cap._generate
+    real = VisionEncoderDecoderModel.generate
     seen: list[int] = []
 
-    def fake(inputs, **kwargs):  # type: ignore[no-untyped-def]
-        n = inputs["pixel_values"].shape[0]
+    def fake(self, **kwargs):  # type: ignore[no-untyped-def]
+        n = kwargs["pixel_values"].shape[0]
         seen.append(n)
         if n > 1:
             raise error()
-        return real(inputs, **kwargs)
+        return real(self, **kwargs)
 
-    monkeypatch.setattr(cap, "_generate", fake)
+    monkeypatch.setattr(VisionEncoderDecoderModel, "generate", fake)
     _assert_captions(cap.caption(images), len(images), 1)
     assert seen[:3] == [4, 2, 1]
     assert cap.batch_size == 1
 
 
 def test_other_errors_are_not_retried(vit_gpt2: Path, images: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import VisionEncoderDecoderModel
+
     cap = _captioner(vit_gpt2, batch_size=4)
     calls: list[int] = []
 
-    def fake(inputs, **kwargs):  # type: ignore[no-untyped-def]
+    def fake(self, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(cap, "_generate", fake)
+    monkeypatch.setattr(VisionEncoderDecoderModel, "generate", fake)
     with pytest.raises(RuntimeError, match="device-side assert"):
         cap.caption(images)
     assert len(calls) == 1 and cap.batch_size == 4
