@@ -46,13 +46,26 @@ def test_auto_runtime_is_openvino_for_throughput_and_onnxruntime_for_memory(home
     assert make_ocr(forced, 1, throughput=False).runtime == "openvino"  # type: ignore[attr-defined]
 
 
-def test_detector_input_is_clamped_but_small_text_in_a_big_screenshot_is_read() -> None:
+def test_detector_input_is_clamped_but_small_text_in_a_big_screenshot_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    # The detector's input, read as rapidocr's preprocessing hands it to the model.
+    shapes: list[tuple[int, ...]] = []
+    real_call = DetPreProcess.__call__
+
+    def spy(self: DetPreProcess, img: np.ndarray) -> np.ndarray | None:
+        out = real_call(self, img)
+        shapes.append(() if out is None else out.shape)
+        return out
+
+    monkeypatch.setattr(DetPreProcess, "__call__", spy)
     engine = RapidOcrEngine()  # the defaults: short side into [480, 640]
-    det = engine._engine._load_det_model()
-    shape = det.get_preprocess()(np.zeros((2400, 1080, 3), dtype=np.uint8)).shape
-    assert shape[2:] == (1408, 640)  # short side 1080 -> 640, long side scaled alike (multiple of 32)
-    shape = det.get_preprocess()(np.zeros((200, 320, 3), dtype=np.uint8)).shape
-    assert shape[2:] == (480, 768)  # small images are upscaled to a 480 short side
+    engine.recognize(Image.new("RGB", (1080, 2400)))
+    assert shapes[-1][2:] == (1408, 640)  # short side 1080 -> 640, long side scaled alike (multiple of 32)
+    engine.recognize(Image.new("RGB", (320, 200)))
+    assert shapes[-1][2:] == (480, 768)  # small images are upscaled to a 480 short side
     # A phone-sized screenshot with 22 px text: still read after the detector's downscale.
     im = _screenshot((1080, 2400), ["這是一段很小的字", "small text in a screenshot"], 22)
     text = " ".join(line.text for line in engine.recognize(im))
