@@ -68,7 +68,7 @@ def test_ocr_workers_die_with_their_parent(home: Path, tmp_path: Path) -> None:
     """Even an OCR process that cannot run a thread (stopped here; busy loading a model in real life)."""
     code = textwrap.dedent(
         """
-        import io, sys, time
+        import io, multiprocessing, sys, time
         from PIL import Image
         from pixgrep.ocrpool import OcrPool
         from pixgrep.settings import load_settings
@@ -76,7 +76,7 @@ def test_ocr_workers_die_with_their_parent(home: Path, tmp_path: Path) -> None:
         buf = io.BytesIO()
         Image.new("RGB", (64, 32), "white").save(buf, "PNG")
         pool.submit("x", buf.getvalue()).result(timeout=120)
-        print(*pool._executor._processes, flush=True)
+        print(*(p.pid for p in multiprocessing.active_children()), flush=True)  # the pool's processes
         time.sleep(600)
         """
     )

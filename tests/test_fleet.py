@@ -83,7 +83,7 @@ def _warm_up_digest() -> str:
     from fleet_daemon import digest
     from PIL import Image
 
-    # The daemon OCRs a blank 64x32 PNG at start (supervisor._tiny_png) to load the engine.
+    # The daemon OCRs a blank 64x32 white PNG at start (its warm-up) to load the engine.
     return digest(Image.new("RGB", (64, 32), "white"))
 
 
