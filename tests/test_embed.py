@@ -37,9 +37,8 @@ def test_an_unpacked_copy_gives_the_same_vectors_and_a_bad_one_is_rebuilt(
 
 
 def test_a_query_on_one_thread_embeds_like_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixgrep.embed import UseEmbedder
-
     import threadpoolctl
+    from pixgrep.embed import UseEmbedder
 
     # The BLAS thread limit each forward pass asks threadpoolctl for, read on the way in.
     limits: list[object] = []

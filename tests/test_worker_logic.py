@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pixgrep.app import Index
 from pixgrep.catalog import ContentStatus
-from pixgrep.service.queue import WorkQueue
 from pixgrep.service.outage import Outage
+from pixgrep.service.queue import WorkQueue
 from pixgrep.service.worker import Worker
 from pixgrep.testing import StubOcrEngine, StubStore, text_image
 
