@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -12,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pixgrep.service import notify
 from pixgrep.service.notify import Notifier
 
 try:
@@ -106,7 +106,7 @@ def test_messages(listener: Listener, use_systemd_python: bool) -> None:
 
 
 def test_fallback_when_systemd_python_is_missing(listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(notify, "_load_sd_notify", lambda: None)
+    monkeypatch.setitem(sys.modules, "systemd.daemon", None)  # `from systemd.daemon import notify` fails
     n = Notifier()
     assert n.backend == "socket"
     assert n.ready()

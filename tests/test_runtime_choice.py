@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 from pixgrep import ocr
 from pixgrep.settings import is_lite_uri, load_settings
@@ -9,12 +12,13 @@ from pixgrep.stages import BackendUnavailable
 
 
 def test_the_auto_runtime_is_openvino_only_for_throughput(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ocr, "_openvino_available", lambda: True)
+    # Whether openvino imports, decided where Python decides it: a module in sys.modules, or None (ImportError).
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
     assert ocr.resolve_runtime("auto", throughput=True) == "openvino"
     assert ocr.resolve_runtime("auto", throughput=False) == "onnxruntime"
     assert ocr.resolve_runtime("openvino", throughput=False) == "openvino"
     assert ocr.resolve_runtime("onnxruntime", throughput=True) == "onnxruntime"
-    monkeypatch.setattr(ocr, "_openvino_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "openvino", None)
     assert ocr.resolve_runtime("auto", throughput=True) == "onnxruntime"
     with pytest.raises(BackendUnavailable, match="pip install openvino"):
         ocr.resolve_runtime("openvino", throughput=True)

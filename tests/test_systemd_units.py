@@ -345,7 +345,16 @@ def test_cli_install_no_enable(tmp_path: Path) -> None:
 
 
 def test_cli_install_failure_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(units, "_run", FakeSystemctl(fail_on="daemon-reload"))
+    # A systemctl on PATH that cannot reach the bus: what `pixgrep service install` runs, from the outside.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(
+        '#!/bin/sh\nfor a in "$@"; do\n  if [ "$a" = daemon-reload ]; then\n'
+        '    echo "Failed to connect to bus: No medium found" >&2; exit 1\n  fi\ndone\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     res = CliRunner().invoke(main, ["service", "install", "--user", "--unit-dir", str(tmp_path)])
     assert res.exit_code == 1
     assert "systemctl --user daemon-reload" in res.output and "Failed to connect to bus" in res.output
