@@ -235,3 +235,53 @@ def test_a_search_without_the_daemon_loads_neither_milvus_nor_httpx(indexed: tup
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.stdout.splitlines()[-1] == "exit 0 []", r.stdout + r.stderr
     assert "minecraft" in r.stdout
+
+
+def _search_on_a_terminal(env: dict[str, str], rows: int, cols: int, *args: str) -> tuple[int, str, str]:
+    """Run `pixgrep search ARGS` with stdout on a pseudo-terminal of rows x cols (0 x 0: no size)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, cols * 8, rows * 16))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixgrep_cli.main", "search", *args],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, err = proc.communicate(timeout=300)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace"), err.decode()
+
+
+def test_preview_draws_a_thumbnail_on_a_terminal_and_nothing_into_a_pipe(
+    indexed: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = indexed
+    # Without chafa on PATH: textual-image, which falls back to half blocks when the terminal
+    # answers no graphics query (as a bare pseudo-terminal does).
+    env = {**env, "PATH": os.path.dirname(sys.executable)}
+    query = CASES[5][0]  # Post Malone
+    code, out, err = _search_on_a_terminal(env, 40, 120, query, "--preview", "-k", "1")
+    assert code == 0, err
+    assert _name(CASES[5][1]) in out and out.count("▀") > 100, out[:500]
+    # A terminal that reports no size: text only, one line saying why, no traceback.
+    code, out, err = _search_on_a_terminal(env, 0, 0, query, "--preview", "-k", "1")
+    assert code == 0 and _name(CASES[5][1]) in out and "▀" not in out, err
+    assert "Traceback" not in err and "--preview cannot draw on this terminal" in err
+    piped = _pixgrep("search", query, "--preview", "-k", "1", env=env).stdout
+    assert piped == _pixgrep("search", query, "-k", "1", env=env).stdout and "\x1b" not in piped

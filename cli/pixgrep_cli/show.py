@@ -91,7 +91,6 @@ _warned = False
 
 def preview(path: str, width: int = 40) -> None:
     """An inline thumbnail: chafa when installed, else textual-image (kitty, sixel or half blocks), else nothing."""
-    global _warned
     if not sys.stdout.isatty():
         return  # text only into pipes and files
     sys.stdout.flush()
@@ -100,14 +99,22 @@ def preview(path: str, width: int = 40) -> None:
         subprocess.run([chafa, f"--size={width}x{width // 2}", path], check=False, stderr=subprocess.DEVNULL)
         return
     try:
+        # textual-image sizes its cells from the terminal when imported: a terminal that reports
+        # no size (0x0) made it divide by zero. Any failure of this optional renderer means text only.
         from rich.console import Console
         from textual_image.renderable import Image
-    except ImportError:
-        if not _warned:
-            _err("--preview needs chafa or textual-image (pip install 'pixgrep[preview]'); text only")
-            _warned = True
-        return
-    try:
+
         Console().print(Image(path, width=width))
+    except ImportError:
+        _warn_once("--preview needs chafa or textual-image (pip install 'pixgrep[preview]'); text only")
     except (OSError, ValueError) as e:
         _err(f"cannot preview {os.path.basename(path)}: {e}")
+    except Exception as e:
+        _warn_once(f"--preview cannot draw on this terminal ({type(e).__name__}: {e}); text only")
+
+
+def _warn_once(msg: str) -> None:
+    global _warned
+    if not _warned:
+        _err(msg)
+        _warned = True
