@@ -190,8 +190,12 @@ class Worker(StoppableThread):
         upserts = [it for it in items if it.op in (QueueOp.UPSERT, QueueOp.FORCE)]
         deletes = [it for it in items if it.op == QueueOp.DELETE]
         extra: list[Item] = []
+        later: list[Job] = []
         for it in moves:
-            self._guarded(it, lambda it=it: self._move(it, extra))  # type: ignore[misc]
+            self._guarded(it, lambda it=it: self._move(it, extra, later))  # type: ignore[misc]
+        if later:
+            # Only once the moves are done: a job on a move's own row would be absorbed by the move.
+            self.queue.put(later)
         n = self._upsert(upserts + extra)
         for it in deletes:
             self._guarded(it, lambda it=it: self._delete(it))  # type: ignore[misc]
@@ -209,10 +213,10 @@ class Worker(StoppableThread):
             self._note_error(item.path, f"{type(e).__name__}: {e}")
             self.queue.retry(item, f"{type(e).__name__}: {e}")
 
-    def _move(self, it: Item, extra: list[Item]) -> bool:
+    def _move(self, it: Item, extra: list[Item], later: list[Job]) -> bool:
         src, dst = self._earlier_name(it.src or ""), it.path
         p = self.pipeline
-        if self._moved_on(src, dst):
+        if self._moved_on(src, dst, later):
             return True
         if os.path.isdir(dst):
             n = p.move_tree(src, dst)
@@ -255,13 +259,17 @@ class Worker(StoppableThread):
             src = earlier[src]
         return src
 
-    def _moved_on(self, src: str, dst: str) -> bool:
+    def _moved_on(self, src: str, dst: str, later: list[Job]) -> bool:
         """Both names gone: the file or folder moved on again (renamed twice in a row). Carry its books
         along to ``dst``, where the next move event finds them; forgetting them here would cost the OCR
         of every file again under the final name."""
         if os.path.lexists(dst) or os.path.lexists(src):
             return False
         self.stats.moved += self.pipeline.carry(src, dst, self._root_of(dst))
+        # If no later move takes them on from ``dst`` (both names were simply deleted), the books must
+        # not keep them there: a delete of ``dst`` once the events of the burst are in. A pending move
+        # from ``dst`` absorbs it (see _delete), and a file re-created at ``dst`` is indexed instead.
+        later.append(Job(dst, QueueOp.DELETE, not_before=time.time() + max(2.0, 2 * self.stable_seconds)))
         return True
 
     def _delete(self, it: Item) -> bool:
