@@ -142,6 +142,14 @@ def main() -> None:
     all_files = sorted((args.corpus / "memes").rglob("*.jpg"))
     picked = all_files[:: max(1, len(all_files) // args.n)][: args.n]
     arms = ["seed", "pixgrep", *args.config]
+    # The default's OCR runtime is measured once per CPU (pixgrep.ocrtune): measured here, before the
+    # rounds, so that no timed run includes it; printed with the result.
+    from pixgrep import ocrtune
+
+    t0 = time.monotonic()
+    runtime = ocrtune.throughput_runtime()
+    tune = f"ocr.runtime auto -> {runtime or 'rule (not measured)'} ({time.monotonic() - t0:.1f} s to decide)"
+    print(tune, file=sys.stderr)
     secs: dict[str, list[float]] = {a: [] for a in arms}
     f1: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +174,8 @@ def main() -> None:
                 f1[arm] = sum(char_f1(texts.get(f.name, ""), peer.get(f.name, "")) for f in files) / n
                 shutil.rmtree(run_dir)
                 print(f"round {r + 1} {arm}: {s:.1f} s", file=sys.stderr)
-    print(f"\n{n} corpus images; {cpu_name()}, {os.cpu_count()} cores; {args.repeats} interleaved rounds\n")
+    print(f"\n{n} corpus images; {cpu_name()}, {os.cpu_count()} cores; {args.repeats} interleaved rounds; {tune}")
+    print(f"cached measurement: {ocrtune.cache_path().read_text() if ocrtune.cache_path().exists() else '-'}\n")
     print("| pipeline | median s | min-max s | images/s (median) | ratio to seed, median (min-max) | char-F1 |")
     print("|---|---|---|---|---|---|")
     for arm in arms:

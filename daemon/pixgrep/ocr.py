@@ -44,13 +44,19 @@ def _openvino_available() -> bool:
 def resolve_runtime(runtime: str, *, throughput: bool) -> str:
     """The runtime rapidocr runs on: the one place ``ocr.runtime = "auto"`` is decided.
 
-    auto: OpenVINO when the pool runs for throughput (``pixgrep index``, a process per core),
-    where it runs the same PP-OCRv6 ONNX graphs 1.5x faster with the same text; onnxruntime
-    otherwise (the daemon), since OpenVINO holds 700+ MB per OCR process against 160 MB
-    (150 memes, bench/RESULTS.md); onnxruntime too when openvino does not import.
+    auto: onnxruntime when the pool does not run for throughput (the daemon), since OpenVINO
+    holds 700+ MB per OCR process against 160 MB (150 memes, bench/RESULTS.md), and when
+    openvino does not import. For throughput (``pixgrep index``, a process per core) the
+    faster of the two on this CPU, as measured once (``ocrtune``: the pool measures before
+    its processes start); without a measurement OpenVINO, which ran the same PP-OCRv6 graphs
+    1.5x faster with the same text on the AMD EPYC this was tuned on.
     """
     if runtime == "auto":
-        return "openvino" if throughput and _openvino_available() else "onnxruntime"
+        if not throughput or not _openvino_available():
+            return "onnxruntime"
+        from pixgrep.ocrtune import throughput_runtime
+
+        return throughput_runtime(calibrate=False) or "openvino"
     if runtime == "openvino" and not _openvino_available():
         raise BackendUnavailable("ocr.runtime = openvino, but openvino is not importable: pip install openvino")
     return runtime

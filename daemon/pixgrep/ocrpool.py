@@ -144,6 +144,7 @@ class OcrPool:
         # ONNX intra-op threads per OCR process: by default the cores are shared out,
         # so one process (the daemon's) uses them all on a single image.
         self.threads = settings.ocr.threads or max(1, cores // max(n, 1))
+        self._settings = settings
         self._settings_json = settings.model_dump_json()
         self._executor: cf.Executor | None = None
         self._lock = threading.Lock()
@@ -173,9 +174,22 @@ class OcrPool:
                     self.workers,
                     mp_context=ctx,
                     initializer=_init_worker,
-                    initargs=(self._settings_json, self.threads, self.throughput, os.getpid()),
+                    initargs=(self._worker_settings(), self.threads, self.throughput, os.getpid()),
                 )
             return self._executor
+
+    def _worker_settings(self) -> str:
+        """The processes' settings: for throughput, ``ocr.runtime = auto`` measured on this CPU (ocrtune)."""
+        s = self._settings
+        if not (self.throughput and s.ocr.engine == "rapidocr" and s.ocr.runtime == "auto"):
+            return self._settings_json
+        from pixgrep.ocrtune import throughput_runtime
+
+        measured = throughput_runtime()
+        if measured is None:
+            return self._settings_json  # not measured: the workers apply resolve_runtime's rule
+        ocr = s.ocr.model_copy(update={"runtime": measured})
+        return s.model_copy(update={"ocr": ocr}).model_dump_json()
 
     def submit(self, digest: str, data: bytes, do_ocr: bool = True, *, warm_up: bool = False) -> cf.Future[Analysis]:
         fut = self._submit(digest, data, do_ocr)

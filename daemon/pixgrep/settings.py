@@ -111,8 +111,9 @@ class OcrSettings(_Section):
     # text in a phone screenshot is still found). Recognition reads the full-resolution crops.
     det_limit_side_len: int = Field(default=480, ge=32)
     det_max_short_side: int = Field(default=640, ge=32)
-    # Where rapidocr runs its ONNX models. auto: OpenVINO for `pixgrep index` (a process per
-    # core; 1.5x faster), onnxruntime in the daemon (160 MB per OCR process instead of 700+).
+    # Where rapidocr runs its ONNX models. auto: for `pixgrep index` (a process per core) the
+    # faster on this CPU, measured once (ocrtune; OpenVINO was 1.5x faster on the AMD EPYC),
+    # onnxruntime in the daemon (160 MB per OCR process instead of 700+).
     runtime: Literal["auto", "openvino", "onnxruntime"] = "auto"
     # OCR worker processes; 0 means one per CPU core for `pixgrep index` (throughput)
     # and one for the daemon (latency: a dropped image gets every core).
