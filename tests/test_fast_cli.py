@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from pixgrep.settings import load_settings
-from pixgrep_cli import fast
+from pixgrep_cli import fast, wire
 
 
 def _same_as_settings(config: str | None = None) -> None:
@@ -84,3 +84,29 @@ def test_no_daemon_means_the_full_cli(home: Path) -> None:
     sock.parent.mkdir()
     sock.write_text("")  # a stale file, nobody listening
     assert fast.search(["search", "x"]) is None
+
+
+def test_wire_reads_the_answers_the_api_gives() -> None:
+    ok = b'HTTP/1.1 200 OK\r\ncontent-length: 13\r\ncontent-type: application/json\r\n\r\n{"results":[]}'
+    assert wire.parse_response(ok) == (200, b'{"results":[]')  # exactly Content-Length bytes
+    chunked = b'HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n3;x=1\r\n:1}\r\n0\r\n\r\n'
+    assert wire.parse_response(chunked) == (400, b'{"a":1}')
+    assert wire.parse_response(b"HTTP/1.0 200 OK\r\n\r\nuntil EOF") == (200, b"until EOF")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10",  # the headers never end
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",  # the daemon died mid-answer
+        b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nabc",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+    ],
+)
+def test_wire_refuses_what_is_not_a_whole_answer(raw: bytes) -> None:
+    # An OSError: the CLI treats it like a daemon that is gone (the full CLI searches the index itself).
+    with pytest.raises(wire.ProtocolError):
+        wire.parse_response(raw)

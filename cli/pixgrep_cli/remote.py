@@ -1,22 +1,25 @@
 """``RemoteBackend``: the CLI's client for a running daemon, standard library only.
 
-HTTP/1.1 over the daemon's Unix socket with ``http.client``: importing it costs
-nothing next to httpx, so the fast search path (``pixgrep_cli.fast``) and every
-other command share this one client. It implements ``pixgrep.backend.Backend``.
+HTTP/1.1 over the daemon's Unix socket (``pixgrep_cli.wire``: ``socket`` alone,
+since importing ``http.client`` costs more than the daemon takes to search),
+so the fast search path (``pixgrep_cli.fast``) and every other command share
+this one client. It implements ``pixgrep.backend.Backend``.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
 from pixgrep.errors import PixgrepError
+
+from pixgrep_cli import wire
+
+TYPE_CHECKING = False  # importing typing costs milliseconds on the fast path: mypy reads this name as True
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
 
 HEALTH_TIMEOUT = 2.0
 
@@ -34,22 +37,6 @@ class DaemonError(PixgrepError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("pixgrep", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
 
 
 class RemoteBackend:
@@ -75,26 +62,22 @@ class RemoteBackend:
 
     def request(self, method: str, url: str, body: dict[str, Any] | None = None, *, timeout: Any = "default") -> Any:
         """One request; the decoded JSON answer. Raises DaemonUnavailable or DaemonError."""
-        conn = _UnixConnection(self.socket_path, self.timeout if timeout == "default" else timeout)
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
-            conn.request(method, url, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
+            status, payload = wire.exchange(
+                self.socket_path, method, url, data, timeout=self.timeout if timeout == "default" else timeout
+            )
         except TimeoutError as e:
             raise DaemonError(f"the daemon did not answer in time ({e})") from e
-        except (OSError, http.client.HTTPException) as e:
+        except OSError as e:
             # Refused, reset, a stale socket file, a daemon that died mid-answer.
             raise DaemonUnavailable(f"no daemon answers on {self.socket_path} ({e})") from e
-        finally:
-            conn.close()
         try:
             answer = json.loads(payload)
         except ValueError:
             answer = {"error": payload.decode("utf-8", "replace")}
-        if resp.status >= 400:
-            raise DaemonError(str(answer.get("error", answer) if isinstance(answer, dict) else answer), resp.status)
+        if status >= 400:
+            raise DaemonError(str(answer.get("error", answer) if isinstance(answer, dict) else answer), status)
         return answer
 
     def close(self) -> None:
@@ -105,7 +88,7 @@ class RemoteBackend:
         return dict(self.request("GET", "/v1/health", timeout=HEALTH_TIMEOUT))
 
     def status(self, *, failed: bool) -> dict[str, Any]:
-        return dict(self.request("GET", "/v1/status?" + urlencode({"failed": int(failed)})))
+        return dict(self.request("GET", f"/v1/status?failed={int(failed)}"))
 
     def search(
         self,
