@@ -145,8 +145,8 @@ def test_schema_2_database_gains_the_src_column(tmp_path: Path) -> None:
     db = Catalog(path)
     db.close()
     with sqlite3.connect(path) as conn:
-        # Back to what db.py wrote before Alembic: no alembic_version, none of revision 0002's tables.
-        for table in ("queue", "alembic_version", "daemons", "content_leases"):
+        # Back to what db.py wrote before Alembic: no alembic_version, none of revisions 0002-0003's tables.
+        for table in ("queue", "alembic_version", "daemons", "content_leases", "root_mounts"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
         conn.execute(

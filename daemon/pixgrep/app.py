@@ -22,6 +22,20 @@ from pixgrep.store import LocalReader, Searcher, StoreFactory, open_reader, open
 log = logging.getLogger("pixgrep.app")
 
 
+def open_books(settings: Settings) -> Catalog:
+    """The books, with this host's named roots (``[roots]``): rows an earlier run booked by absolute path
+    under a root that has a name now are rewritten to its keys (``Catalog.use_mounts``)."""
+    db = Catalog(settings.db_url)
+    try:
+        n = db.use_mounts(settings.root_map)
+    except BaseException:
+        db.close()
+        raise
+    if n:
+        log.info("booked %d paths under their root's name", n)
+    return db
+
+
 class Index:
     """An open index: the catalog (SQLite books), the Milvus store and the stages, opened lazily."""
 
@@ -45,7 +59,7 @@ class Index:
     @staticmethod
     def _books(settings: Settings, search_only: bool) -> Catalog:
         try:
-            return Catalog(settings.db_url)
+            return open_books(settings)
         except BooksUnavailable as e:
             from pixgrep.diskfull import no_room
 
@@ -53,7 +67,9 @@ class Index:
                 raise
             # A full disk: searches still answer from the books as they are (issue 9, defect 6).
             log.warning("%s; the disk is full: searching the index read-only", e)
-            return Catalog.read_only(settings.db_path)
+            db = Catalog.read_only(settings.db_path)
+            db.use_mounts(settings.root_map, adopt=False)
+            return db
 
     def search(
         self,
@@ -192,6 +208,10 @@ def status(db: Catalog, settings: Settings, *, failed: bool = False, limit: int 
     counts = db.counts()
     out: dict[str, Any] = {"counts": counts, "home": str(settings.home), "milvus": settings.milvus_uri}
     out["roots"] = db.roots()
+    # Named roots: where this host and each other host sharing the books mount them.
+    out["named_roots"] = {name: {"here": settings.root_map.mount_of(name)} for name in settings.root_map.names()}
+    for name, host, path in db.root_mounts():
+        out["named_roots"].setdefault(name, {"here": None})[host] = path
     # Every daemon sharing these books (one, or several hosts on PostgreSQL), with its rates.
     from pixgrep.service.fleet import describe
 

@@ -140,10 +140,9 @@ class LocalBackend:
     def status(self, *, failed: bool) -> dict[str, Any]:
         s = self.settings
         if s.books_exist:
-            from pixgrep.app import status
-            from pixgrep.catalog import Catalog
+            from pixgrep.app import open_books, status
 
-            db = Catalog(s.db_url)
+            db = open_books(s)
             try:
                 info = status(db, s, failed=failed)
             finally:

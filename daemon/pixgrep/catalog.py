@@ -121,6 +121,7 @@ from sqlalchemy.types import TypeDecorator
 from pixgrep import migrate
 from pixgrep.errors import BooksUnavailable
 from pixgrep.private import private_state
+from pixgrep.roots import RootMap, looks_like_key, make_key
 
 _CHUNK = 500  # bound parameters per IN (...), well under SQLite's limit
 
@@ -272,6 +273,16 @@ class Root(Base):
     added_at: Mapped[float] = mapped_column(default=time.time)
 
 
+class RootMount(Base):
+    """Where a host mounts a named root (``pixgrep watch DIR --name NAME``); ``[roots]`` in the config wins."""
+
+    __tablename__ = "root_mounts"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath)
+    added_at: Mapped[float] = mapped_column(default=time.time)
+
+
 class QueueItem(Base):
     """Durable work queue: pending -> processing -> done | failed."""
 
@@ -415,6 +426,7 @@ class Catalog:
         """
         self = cls.__new__(cls)
         self.dialect, self.path, self.where = "sqlite", path, f"{path} (read-only)"
+        self.mounts = RootMap()
         self.engine = create_engine(
             f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true", connect_args={"check_same_thread": False}
         )
@@ -430,6 +442,8 @@ class Catalog:
             # The books hold every OCR'd text: 0700 folder, 0600 files (and -wal/-shm), whatever the umask.
             private_state(self.path.parent)
         self.where = str(self.path) if self.path else url.render_as_string(hide_password=True)
+        # This host's named roots: paths in are booked as name:/rel keys, keys out are this host's paths.
+        self.mounts = RootMap()
         self.engine: Engine = _engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
@@ -448,6 +462,64 @@ class Catalog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # Named roots (pixgrep.roots): where this host's paths become the books' keys, and back ---------
+    def _k(self, path: str) -> str:
+        return self.mounts.to_key(path)
+
+    def _d(self, key: str) -> str:
+        return self.mounts.to_disk(key)
+
+    def _ds(self, keys: Iterable[str]) -> list[str]:
+        m = self.mounts
+        return [m.to_disk(k) for k in keys] if m else list(keys)
+
+    def _range(self, directory: str) -> tuple[bytes, bytes]:
+        """The books' byte range of keys under ``directory`` (this host's path, or a key)."""
+        return path_prefix_range(self._k(directory))
+
+    def use_mounts(self, mounts: RootMap, *, adopt: bool = True) -> int:
+        """Book paths under ``mounts``' named roots as keys from now on. ``adopt``: rows booked by
+        absolute path under one of these mount points (indexed before the root had its name) are
+        rewritten to keys; a key already booked wins over its absolute twin. Returns the rows rewritten."""
+        self.mounts = mounts
+        if not adopt:
+            return 0
+        n = 0
+        for name, mount in mounts.mounts:  # innermost first: nested roots keep their own names
+            n += self._adopt(mount, RootMap(((name, mount),)))
+        return n
+
+    def _adopt(self, mount: str, one: RootMap) -> int:
+        lo, hi = path_prefix_range(mount)
+        n = 0
+        with self.session() as s:
+            for model, cols in ((PathEntry, ("path", "root")), (Root, ("path",)), (QueueItem, ("path", "src"))):
+                key = model.path
+                under = or_(key == mount, and_(key >= lo, key < hi))  # type: ignore[operator]
+                rows = s.execute(select(*(getattr(model, c) for c in cols)).where(under)).all()
+                for row in rows:
+                    old = row[0]
+                    new = {c: (one.to_key(v) if v is not None else None) for c, v in zip(cols, row, strict=True)}
+                    if s.scalar(select(key).where(key == new["path"])) is not None:
+                        s.execute(delete(model).where(key == old))
+                    else:
+                        s.execute(update(model).where(key == old).values(**new))
+                    n += 1
+        return n
+
+    def record_mounts(self, host: str, mounts: RootMap) -> None:
+        """Book where ``host`` mounts each named root (its config's ``[roots]``), for ``pixgrep status``."""
+        now = time.time()
+        with self.session() as s:
+            s.execute(delete(RootMount).where(RootMount.host == host))
+            s.add_all(RootMount(name=n, host=host, path=m, added_at=now) for n, m in mounts.mounts)
+
+    def root_mounts(self) -> list[tuple[str, str, str]]:
+        """(name, host, mount point) of every named root every host sharing the books has booked."""
+        with self.session() as s:
+            rows = s.execute(select(RootMount.name, RootMount.host, RootMount.path).order_by(RootMount.name))
+            return [(n, h, p) for n, h, p in rows]
 
     # Reading --------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -474,14 +546,23 @@ class Catalog:
             return s.get(Content, digest)
 
     def path_entry(self, path: str) -> PathEntry | None:
+        """The path's record, detached, with ``path`` and ``root`` as this host's paths."""
         with self.session() as s:
-            return s.get(PathEntry, path)
+            entry = s.get(PathEntry, self._k(path))
+            if entry is None or not self.mounts:
+                return entry
+            s.expunge(entry)
+        entry.path = self._d(entry.path)
+        entry.root = None if entry.root is None else self._d(entry.root)
+        return entry
 
     def content_of(self, path: str) -> Content | None:
         """The content row ``path`` points at, if any."""
         with self.session() as s:
             return s.scalar(
-                select(Content).join(PathEntry, PathEntry.content_hash == Content.hash).where(PathEntry.path == path)
+                select(Content)
+                .join(PathEntry, PathEntry.content_hash == Content.hash)
+                .where(PathEntry.path == self._k(path))
             )
 
     def contents(self, status: ContentStatus | None = None) -> list[Content]:
@@ -494,7 +575,7 @@ class Catalog:
     def paths(self) -> dict[str, str | None]:
         """Every path -> its content hash."""
         with self.session() as s:
-            return {p: h for p, h in s.execute(select(PathEntry.path, PathEntry.content_hash))}
+            return {self._d(p): h for p, h in s.execute(select(PathEntry.path, PathEntry.content_hash))}
 
     def paths_of(self, hashes: Sequence[str]) -> list[str]:
         """Every path holding one of ``hashes``."""
@@ -502,27 +583,28 @@ class Catalog:
         with self.session() as s:
             for chunk in _chunks(hashes):
                 out += s.scalars(select(PathEntry.path).where(PathEntry.content_hash.in_(chunk)))
-        return out
+        return self._ds(out)
 
     def knows(self, path: str) -> bool:
         """True if the books hold ``path`` or anything under it."""
-        lo, hi = path_prefix_range(path)
+        lo, hi = self._range(path)
         with self.session() as s:
-            if s.get(PathEntry, path) is not None:
+            if s.get(PathEntry, self._k(path)) is not None:
                 return True
             under = select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
             return s.scalar(under.limit(1)) is not None
 
     def paths_under(self, directory: str) -> list[str]:
-        lo, hi = path_prefix_range(directory)
+        lo, hi = self._range(directory)
         with self.session() as s:
-            return list(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+            return self._ds(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
 
     def settled_stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, str, str | None]]:
         """(size, mtime_ns, inode, hash, error) of the given error-free paths whose content is settled."""
         out: dict[str, tuple[int, int, int, str, str | None]] = {}
+        keys = {self._k(p): p for p in paths}
         with self.session() as s:
-            for chunk in _chunks(paths):
+            for chunk in _chunks(list(keys)):
                 rows = s.execute(
                     select(
                         PathEntry.path, PathEntry.size, PathEntry.mtime_ns, PathEntry.inode, Content.hash, Content.error
@@ -530,8 +612,8 @@ class Catalog:
                     .join(Content, Content.hash == PathEntry.content_hash)
                     .where(PathEntry.path.in_(chunk), PathEntry.error.is_(None), SETTLED)
                 )
-                for path, size, mtime_ns, inode, h, err in rows:
-                    out[path] = (size, mtime_ns, inode, h, err)
+                for key, size, mtime_ns, inode, h, err in rows:
+                    out[keys[key]] = (size, mtime_ns, inode, h, err)
         return out
 
     def known_under(self, root: str) -> dict[bytes, tuple[int, int, int, bool]]:
@@ -540,7 +622,9 @@ class Catalog:
         ``settled``: ``path_settled``; otherwise the path is queued again even if
         unchanged. One query: reconcile compares it with a walk.
         """
-        lo, hi = path_prefix_range(root)
+        lo, hi = self._range(root)
+        # The keys of a named root are this host's paths again by their prefix: one slice a row.
+        key_prefix, disk_prefix = lo, os.fsencode(root.rstrip("/")) + b"/"
         p, c = PathEntry.__table__.c, Content.__table__.c
         # The keys stay bytes, as the walk encodes them (no decode per row).
         stmt = (
@@ -561,7 +645,10 @@ class Catalog:
         with self.engine.connect() as conn:
             for path, size, mtime_ns, inode, error, h, status, retryable in conn.execute(stmt):
                 # An empty file stays failed until its bytes change: not queued again at every start.
-                out[bytes(path)] = (size, mtime_ns, inode, path_settled(error, h, size, mtime_ns, status, retryable))
+                raw = bytes(path)
+                if key_prefix != disk_prefix:
+                    raw = disk_prefix + raw[len(key_prefix) :]
+                out[raw] = (size, mtime_ns, inode, path_settled(error, h, size, mtime_ns, status, retryable))
         return out
 
     def paths_for(self, hashes: Sequence[str], in_dir: str | None = None) -> dict[str, list[str]]:
@@ -570,24 +657,25 @@ class Catalog:
             return {}
         stmt = select(PathEntry.content_hash, PathEntry.path).where(PathEntry.content_hash.in_(list(hashes)))
         if in_dir:
-            lo, hi = path_prefix_range(os.path.abspath(in_dir))
+            lo, hi = self._range(in_dir if looks_like_key(in_dir) else os.path.abspath(in_dir))
             stmt = stmt.where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
         out: dict[str, list[str]] = {}
         with self.session() as s:
             for h, p in s.execute(stmt.order_by(PathEntry.path)):
                 if h is not None:
-                    out.setdefault(h, []).append(p)
+                    out.setdefault(h, []).append(self._d(p))
             # Keep only contents that are indexed (not pending a retry of a changed file).
             done = set(
                 s.scalars(select(Content.hash).where(Content.hash.in_(list(out)), Content.status == ContentStatus.DONE))
             )
-        return {h: v for h, v in out.items() if h in done}
+        # Sorted as this host's paths (the keys of named roots sort apart from absolute paths).
+        return {h: sorted(v) if self.mounts else v for h, v in out.items() if h in done}
 
     def with_a_path(self, hashes: Sequence[str]) -> list[tuple[Content, str]]:
         """Each of ``hashes`` that has a path, with one of its paths."""
         with self.session() as s:
             return [
-                (c, path)
+                (c, self._d(path))
                 for c in s.scalars(select(Content).where(Content.hash.in_(list(hashes))))
                 if (path := s.scalar(select(PathEntry.path).where(PathEntry.content_hash == c.hash).limit(1)))
                 is not None
@@ -608,7 +696,7 @@ class Catalog:
                 .limit(limit)
             ).all()
         return [
-            {"path": p, "error": pe or ce or ContentStatus.PENDING.value, "attempts": max(pa or 0, ca or 0)}
+            {"path": self._d(p), "error": pe or ce or ContentStatus.PENDING.value, "attempts": max(pa or 0, ca or 0)}
             for p, pe, ce, pa, ca in rows
         ]
 
@@ -622,12 +710,12 @@ class Catalog:
                 .where(PathEntry.content_hash == digest, PathEntry.error.is_(None))
                 .order_by(PathEntry.path)
             ).all()
-        return [(p, size, mtime) for p, size, mtime in rows]
+        return [(self._d(p), size, mtime) for p, size, mtime in rows]
 
     def failed_paths(self) -> list[str]:
         """Every path ``failures`` would list (``reindex --failed`` queues them)."""
         with self.session() as s:
-            return list(
+            return self._ds(
                 s.scalars(
                     select(PathEntry.path)
                     .outerjoin(Content, Content.hash == PathEntry.content_hash)
@@ -638,7 +726,7 @@ class Catalog:
     def retry_pending_paths(self) -> list[str]:
         """Paths whose content is waiting for a retry (e.g. Milvus was down)."""
         with self.session() as s:
-            return list(
+            return self._ds(
                 s.scalars(
                     select(PathEntry.path)
                     .join(Content, Content.hash == PathEntry.content_hash)
@@ -722,17 +810,18 @@ class Catalog:
 
     # Roots ------------------------------------------------------------------
     def roots(self) -> list[str]:
+        """Every root indexed or watched: this host's path, or the key of a named root not mounted here."""
         with self.session() as s:
-            return [str(p) for p in s.scalars(select(Root.path))]
+            return self._ds(str(p) for p in s.scalars(select(Root.path)))
 
     def add_roots(self, paths: Iterable[str]) -> None:
         with self.session() as s:
             for p in paths:
-                s.merge(Root(path=p))
+                s.merge(Root(path=self._k(p)))
 
     def remove_root(self, path: str) -> None:
         with self.session() as s:
-            s.execute(delete(Root).where(Root.path == path))
+            s.execute(delete(Root).where(Root.path == self._k(path)))
 
     # Writing: paths and contents ------------------------------------------------
     # Each returns the hashes that may have lost their last path: the caller deletes
@@ -753,9 +842,12 @@ class Catalog:
         s.flush()
         return old_hash if old_hash and old_hash != link.digest else None
 
+    def _booked(self, link: Link) -> Link:
+        return link._replace(path=self._k(link.path), root=None if link.root is None else self._k(link.root))
+
     def _link_all(self, s: Session, links: Iterable[Link]) -> list[str]:
         now = time.time()
-        old = [h for link in links if (h := self._link(s, link, now))]
+        old = [h for link in links if (h := self._link(s, self._booked(link), now))]
         return self._orphans_among(s, old)
 
     def link(self, links: Sequence[Link]) -> list[str]:
@@ -768,6 +860,7 @@ class Catalog:
     ) -> None:
         """The path record. ``failed_at``: the (size, mtime_ns, inode) of bytes that failed for good (an
         empty file), so the path is settled until they change; None for a passing error, retried every run."""
+        path, root = self._k(path), None if root is None else self._k(root)
         with self.session() as s:
             entry = s.get(PathEntry, path)
             if entry is None:
@@ -869,7 +962,7 @@ class Catalog:
         n = 0
         hashes: list[str] = []
         with self.session() as s:
-            for chunk in _chunks(paths):
+            for chunk in _chunks([self._k(p) for p in paths]):
                 hashes += [h for h in s.scalars(select(PathEntry.content_hash).where(PathEntry.path.in_(chunk))) if h]
                 n += s.execute(delete(PathEntry).where(PathEntry.path.in_(chunk))).rowcount  # type: ignore[attr-defined]
             return int(n or 0), self._orphans_among(s, hashes)
@@ -881,14 +974,15 @@ class Catalog:
         ``dst`` instead); else the orphaned hashes (``dst`` may have held other bytes).
         """
         with self.session() as s:
-            entry = s.get(PathEntry, src)
+            entry = s.get(PathEntry, self._k(src))
             if entry is None or entry.content_hash is None:
                 return None
             if (entry.size, entry.mtime_ns) != (size, mtime_ns):
                 return None
             s.delete(entry)
             s.flush()
-            return self._link_all(s, [Link(dst, root or entry.root, entry.content_hash, size, mtime_ns, inode)])
+            old_root = None if entry.root is None else self._d(entry.root)
+            return self._link_all(s, [Link(dst, root or old_root, entry.content_hash, size, mtime_ns, inode)])
 
     def delete_orphans(self, hashes: Sequence[str]) -> list[str]:
         """The last step of forgetting, after the store deleted these hashes' vectors.
@@ -972,12 +1066,12 @@ _LIVE = or_(_Q.c.state == QueueState.PENDING.value, _Q.c.state == QueueState.PRO
 _CRASHED = "was being processed during"
 
 
-def _row(j: Job, now: float) -> dict[str, Any]:
-    """A new queue row for ``j``."""
+def _row(j: Job, now: float, mounts: RootMap) -> dict[str, Any]:
+    """A new queue row for ``j``, its paths as the books' keys."""
     return {
-        "path": j.path,
+        "path": mounts.to_key(j.path),
         "op": str(j.op),
-        "src": j.src or None,
+        "src": mounts.to_key(j.src) if j.src else None,
         "state": QueueState.PENDING.value,
         "attempts": 0,
         "not_before": j.not_before or now,
@@ -1059,6 +1153,21 @@ class Queue:
         self.owner = f"{self.host}:{os.getpid()}:{int(clock() * 1000)}"
         self.lease_seconds = lease_seconds
 
+    def _openable(self) -> Any:
+        """Rows this host can open: absolute paths, and keys of the named roots it mounts (another host's
+        worker takes those of a root not mounted here)."""
+        lo, hi = path_prefix_range("/")
+        parts = [and_(_Q.c.path >= lo, _Q.c.path < hi)]
+        for name in self.catalog.mounts.names():
+            key = make_key(name, "")
+            klo, khi = path_prefix_range(key)
+            parts += [_Q.c.path == key, and_(_Q.c.path >= klo, _Q.c.path < khi)]
+        return or_(*parts)
+
+    def _item(self, row: Any) -> Item:
+        d = self.catalog.mounts.to_disk
+        return Item(row[0], d(row[1]), row[2], None if row[3] is None else d(row[3]), row[4], row[5])
+
     def _claimed(self, item_id: Any) -> Any:
         """A row this worker holds: only such rows move on (another daemon may have reclaimed the rest)."""
         return and_(_Q.c.id == item_id, _Q.c.state == QueueState.PROCESSING.value, _Q.c.claimed_by == self.owner)
@@ -1075,7 +1184,7 @@ class Queue:
             if str(j.op) not in _OPS:
                 raise ValueError(f"unknown queue op {str(j.op)!r}")
         for flag in (True, False):
-            group = [_row(j, now) for j in jobs if j.revive is flag]
+            group = [_row(j, now, self.catalog.mounts) for j in jobs if j.revive is flag]
             for i in range(0, len(group), chunk):
                 with self.catalog.engine.begin() as conn:
                     conn.execute(_enqueue_stmt(conn, revive=flag), group[i : i + chunk])
@@ -1136,7 +1245,7 @@ class Queue:
         # waiting on each other's (SQLite has one writer and renders no FOR UPDATE).
         due = (
             select(_Q.c.id)
-            .where(_Q.c.state == QueueState.PENDING.value, _Q.c.not_before <= now)
+            .where(_Q.c.state == QueueState.PENDING.value, _Q.c.not_before <= now, self._openable())
             .order_by(_Q.c.not_before, _Q.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -1155,7 +1264,7 @@ class Queue:
         )
         with self.catalog.engine.begin() as conn:
             rows = conn.execute(stmt).fetchall()
-        return sorted((Item(*r) for r in rows), key=lambda it: it.id)
+        return sorted((self._item(r) for r in rows), key=lambda it: it.id)
 
     def done(self, items: Sequence[Item], *, note: dict[int, str] | None = None) -> None:
         """Mark items done unless a newer event re-queued them meanwhile."""
@@ -1217,7 +1326,8 @@ class Queue:
 
     def in_flight(self, path: str, *, moving_from: bool = False) -> bool:
         """Whether a pending or processing row names ``path``: as its own, or (``moving_from``) as a move's source."""
-        cond = [_LIVE, _Q.c.src == path, _Q.c.op == QueueOp.MOVE.value] if moving_from else [_LIVE, _Q.c.path == path]
+        key = self.catalog.mounts.to_key(path)
+        cond = [_LIVE, _Q.c.src == key, _Q.c.op == QueueOp.MOVE.value] if moving_from else [_LIVE, _Q.c.path == key]
         with self.catalog.engine.connect() as conn:
             return conn.execute(select(_Q.c.id).where(*cond).limit(1)).first() is not None
 
@@ -1237,7 +1347,9 @@ class Queue:
     def next_due(self) -> float | None:
         """The earliest not_before among pending rows, or None if none are pending."""
         with self.catalog.engine.connect() as conn:
-            v = conn.execute(select(func.min(_Q.c.not_before)).where(_Q.c.state == QueueState.PENDING.value)).scalar()
+            v = conn.execute(
+                select(func.min(_Q.c.not_before)).where(_Q.c.state == QueueState.PENDING.value, self._openable())
+            ).scalar()
         return None if v is None else float(v)
 
     def depth(self) -> dict[str, int]:
@@ -1255,13 +1367,15 @@ class Queue:
                 .order_by(_Q.c.id.desc())
                 .limit(limit)
             ).fetchall()
-        return [{"path": r[0], "op": r[1], "error": r[2], "attempts": r[3]} for r in rows]
+        d = self.catalog.mounts.to_disk
+        return [{"path": d(r[0]), "op": r[1], "error": r[2], "attempts": r[3]} for r in rows]
 
     def rows(self) -> list[tuple[str, str, str, str | None]]:
         """(path, op, state, error) of every row, for status pages, tests and debugging."""
         with self.catalog.engine.connect() as conn:
             rows = conn.execute(select(_Q.c.path, _Q.c.op, _Q.c.state, _Q.c.error).order_by(_Q.c.id)).fetchall()
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+        d = self.catalog.mounts.to_disk
+        return [(d(r[0]), r[1], r[2], r[3]) for r in rows]
 
     def live_moves(self) -> dict[str, str]:
         """Destination -> source of every move not done yet (pending or being processed)."""
@@ -1269,7 +1383,8 @@ class Queue:
             rows = conn.execute(
                 select(_Q.c.path, _Q.c.src).where(_LIVE, _Q.c.op == QueueOp.MOVE.value, _Q.c.src.is_not(None))
             ).fetchall()
-        return {r[0]: r[1] for r in rows}
+        d = self.catalog.mounts.to_disk
+        return {d(r[0]): d(r[1]) for r in rows}
 
     def pending(self) -> list[tuple[str, str, str | None]]:
         """(path, op, src) of every pending row."""
@@ -1277,7 +1392,8 @@ class Queue:
             rows = conn.execute(
                 select(_Q.c.path, _Q.c.op, _Q.c.src).where(_Q.c.state == QueueState.PENDING.value).order_by(_Q.c.id)
             ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+        d = self.catalog.mounts.to_disk
+        return [(d(r[0]), r[1], None if r[2] is None else d(r[2])) for r in rows]
 
 
 # --------------------------------------------------------------------------

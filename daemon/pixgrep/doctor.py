@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixgrep.errors import AlreadyRunning
 from pixgrep.private import close_entries, loose_entries
+from pixgrep.roots import is_key
 
 if TYPE_CHECKING:
     from pixgrep.app import Index
@@ -100,7 +101,7 @@ def _check_books(b: _Books) -> list[Problem]:
     for p, h in sorted(b.paths.items()):
         if h is not None and h not in known:
             out.append(Problem("dangling path", p, f"{p} points at unknown content {h}"))
-        elif not os.path.lexists(p):
+        elif not is_key(p) and not os.path.lexists(p):  # a named root not mounted here: another host's to check
             out.append(Problem("stale path", p, f"{p} is gone from disk"))
     referenced = {h for h in b.paths.values() if h}
     out += [Problem("pathless content", h, f"content {h} has no path") for h in sorted(b.done.keys() - referenced)]

@@ -27,6 +27,7 @@ from pixgrep.batches import Analysed, Pending
 from pixgrep.catalog import Catalog, Content, ContentStatus, Indexed, OutcomeStatus, Refreshed
 from pixgrep.errors import PermanentError, RetryableError, StoreUnavailable
 from pixgrep.ocrpool import Analysis, OcrPool
+from pixgrep.roots import is_key, split_key
 from pixgrep.settings import Settings
 from pixgrep.stages import CAPTION, EMBED, BackendUnavailable, Captioner, Embedder, OcrLine
 from pixgrep.store import StoreFactory, VectorStore, open_store
@@ -306,15 +307,9 @@ class Pipeline:
         ``known`` is the path's booked stat when its content is settled (from
         ``Catalog.settled_stats``): a matching stat means unchanged, with no read.
         """
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self.remove_paths([path])
-            return Outcome(path, OutcomeStatus.FAILED, None, "file vanished")
-        except OSError as e:
-            msg = "symlink loop" if e.errno == 40 else (e.strerror or str(e))
-            self._path_error(path, root, msg)
-            return Outcome(path, OutcomeStatus.FAILED, None, msg)
+        st = self._stat(path, root)
+        if isinstance(st, Outcome):
+            return st
         if known is not None and known[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
             return Outcome(path, OutcomeStatus.UNCHANGED, known[3], known[4])
         try:
@@ -338,12 +333,28 @@ class Pipeline:
             return self._link_known(content, path, root, fb)
         return self._kept_ocr(content, Pending(path, root, fb))
 
+    def _stat(self, path: str, root: str | None) -> os.stat_result | Outcome:
+        """The file's stat, or the outcome of a path that cannot be read here."""
+        if is_key(path):
+            # A named root this host does not mount: another host's to read (never "vanished" here).
+            name = (split_key(path) or (path, ""))[0]
+            return Outcome(path, OutcomeStatus.RETRY, None, f"root {name!r} is not mounted on this host")
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            self.remove_paths([path])
+            return Outcome(path, OutcomeStatus.FAILED, None, "file vanished")
+        except OSError as e:
+            msg = "symlink loop" if e.errno == 40 else (e.strerror or str(e))
+            self._path_error(path, root, msg)
+            return Outcome(path, OutcomeStatus.FAILED, None, msg)
+
     def _link_known(self, content: Content, path: str, root: str | None, fb: images.FileBytes) -> Outcome:
         """Point ``path`` at bytes the books know. Other names of these bytes that are gone from disk go:
         a rename seen late may have carried a name along that a later rename already replaced."""
         self._release([fb.digest])
         self._forget(self.db.link([stage.link_of(path, root, fb)]))
-        gone = [q for q in self.db.paths_of([fb.digest]) if q != path and not os.path.lexists(q)]
+        gone = [q for q in self.db.paths_of([fb.digest]) if q != path and not is_key(q) and not os.path.lexists(q)]
         if gone:
             self.remove_paths(gone)
         status = OutcomeStatus.LINKED if content.status == ContentStatus.DONE else OutcomeStatus.FAILED

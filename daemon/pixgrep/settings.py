@@ -12,7 +12,7 @@ import enum
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +21,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from pixgrep.roots import RootMap
 
 
 class ExitCode(enum.IntEnum):
@@ -295,6 +298,16 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     db: DbSettings = DbSettings()
     ui: UiSettings = UiSettings()
+    # Named roots: name -> this host's mount point (``[roots] nas = "/mnt/nas"``, PIXGREP_ROOTS__NAS).
+    # Files under one are booked as nas:/rel/path, the same item on every host that names it (pixgrep.roots).
+    roots: dict[str, str] = {}
+
+    @field_validator("roots")
+    @classmethod
+    def _named_roots(cls, v: dict[str, str]) -> dict[str, str]:
+        from pixgrep.roots import RootMap
+
+        return dict(RootMap.of(v).mounts)
 
     @field_validator("home", "config_file")
     @classmethod
@@ -354,6 +367,20 @@ class Settings(BaseSettings):
     @property
     def milvus_is_lite(self) -> bool:
         return is_lite_uri(self.milvus_uri)
+
+    @property
+    def root_map(self) -> RootMap:
+        """This host's named roots (``pixgrep.roots``) as the config gives them."""
+        from pixgrep.roots import RootMap
+
+        return RootMap.of(self.roots)
+
+    @property
+    def host_name(self) -> str:
+        """This daemon's host in the books (``daemon.host_name``, else the machine's host name)."""
+        import socket
+
+        return self.daemon.host_name or socket.gethostname()
 
     @property
     def thumbs_dir(self) -> Path:

@@ -143,6 +143,8 @@ class DaemonBackend:
         path = os.path.abspath(os.path.expanduser(path))
         if not os.path.isdir(path):
             raise ApiError(400, f"{path} is not a folder")
+        # `pixgrep watch --name` wrote the folder's name into the config: book it under the name from now.
+        sup.refresh_roots()
         sup.watchlist.add(Folder(path, polling))
         mode = sup.watcher.add(Folder(path, polling))
         sup.watchlist.remember([path])

@@ -163,6 +163,7 @@ class Supervisor:
             lease_seconds=s.daemon.lease_seconds,
         )
         self.queue.recover()
+        self.index.db.record_mounts(s.host_name, s.root_map)
         # Bytes this daemon OCRs are leased to it, so another daemon sharing the books waits for them.
         self.index.pipeline.lease = (self.queue.owner, s.daemon.lease_seconds)
         self.heartbeat = Heartbeat(
@@ -394,6 +395,32 @@ class Supervisor:
             )
             self.notifier.ready()
 
+    def apply_roots(self, new: Settings) -> None:
+        """Named roots given or changed in the config (a reload, ``pixgrep watch --name``): the books map
+        with them from now on. In the worker thread, between batches, so no batch sees two mappings."""
+        if self.index is None or new.root_map == self.index.db.mounts:
+            return
+        db, host = self.index.db, new.host_name
+
+        def use() -> None:
+            n = db.use_mounts(new.root_map)
+            db.record_mounts(host, new.root_map)
+            log.info("named roots now %s (%d paths booked under their root's name)", new.roots or "none", n)
+
+        if self.worker is not None and self.worker.alive:
+            self.worker.call(use)
+        else:
+            use()
+        self.settings.roots = new.roots
+        self.index.settings.roots = new.roots
+
+    def refresh_roots(self) -> None:
+        """Read the config's ``[roots]`` again (``pixgrep watch --name`` just wrote one)."""
+        try:
+            self.apply_roots(self._reload_settings())
+        except ConfigError as e:
+            log.error("cannot read the named roots, keeping the running ones: %s", e)
+
     def reload(self) -> None:
         self.notifier.reloading()
         try:
@@ -408,6 +435,7 @@ class Supervisor:
                 log.warning("setting %r changed: restart the daemon to apply it", key)
         if old.socket_path != new.socket_path:
             log.warning("daemon.socket changed: restart the daemon to apply it")
+        self.apply_roots(new)
         self.settings = new
         if self.index is not None:
             self.index.settings.search = new.search  # search tuning applies to the next query
