@@ -1,7 +1,9 @@
 """Two daemons, one archive, one index: PostgreSQL books and queue, a `milvus-lite server` for the vectors.
 
-Both daemons (separate runtime dirs, homes and host names) watch one shared folder. 300 corpus memes are
-dropped, renamed and deleted in it. Each daemon OCRs with ``tests/fleet_daemon.py``'s counting engine (the
+Both daemons (separate runtime dirs, homes and host names) watch one shared folder, each under its own path
+(daemon a the folder itself, daemon b a symlink to it: two mount points of one archive), named ``shared`` in
+each one's config (``[roots] shared = <its path>``), so the books hold ``shared:/name`` once per file and each
+daemon's CLI shows the files under its own path. 300 corpus memes are dropped, renamed and deleted in it. Each daemon OCRs with ``tests/fleet_daemon.py``'s counting engine (the
 OcrEngine Protocol; RapidOCR is tested elsewhere), which logs one line per OCR run, so the test counts runs
 per image across both. Then one daemon is killed with ``kill -9`` mid-run and the other takes over its lease.
 """
@@ -34,15 +36,19 @@ LEASE = 10.0
 class Fleet:
     """One daemon of the two: its own home, runtime dir, host name and log."""
 
-    def __init__(self, name: str, base: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, base: Path, env: dict[str, str], mount: Path) -> None:
         self.name = name
+        self.mount = mount  # this daemon's path of the shared folder
         run = base / f"run-{name}"
         run.mkdir(mode=0o700)
+        config = base / f"config-{name}" / "pixgrep" / "config.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text(f'[roots]\nshared = "{mount}"\n\n[[watch.folders]]\npath = "{mount}"\n')
         self.env = {
             **env,
             "PIXGREP_HOME": str(base / f"home-{name}"),
             "XDG_RUNTIME_DIR": str(run),
-            "XDG_CONFIG_HOME": str(base / f"config-{name}"),
+            "XDG_CONFIG_HOME": str(config.parent.parent),
             "PIXGREP_DAEMON__HOST_NAME": f"host-{name}",
             "FLEET_NAME": name,
         }
@@ -68,6 +74,18 @@ class Fleet:
     def api(self, method: str, url: str, **kw: Any) -> Any:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://d", timeout=60) as c:
             return c.request(method, url, **kw).json()
+
+    def search_paths(self) -> list[str]:
+        """The paths ``pixgrep search`` (this daemon's CLI, through its socket) shows for every image."""
+        r = subprocess.run(
+            [sys.executable, "-m", "pixgrep_cli.main", "search", "meme", "--mode", "keyword", "--limit", "1000",
+             "--all", "--json"],
+            # The counting OCR engine is registered in the daemon's process only; a search OCRs nothing.
+            env={k: v for k, v in self.env.items() if k != "PIXGREP_OCR__ENGINE"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line)["path"] for line in r.stdout.splitlines() if line.strip()]  # JSON lines
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -112,6 +130,9 @@ def memes() -> list[Path]:
 def fleet(memes: list[Path], tmp_path: Path, pg_url: str) -> Iterator[tuple[Path, Fleet, Fleet, Path]]:
     shared = tmp_path / "shared"
     shared.mkdir()
+    # Daemon b's mount point of the same folder (the code keeps symlinks in root paths, never resolves them).
+    mount_b = tmp_path / "mount-b"
+    mount_b.symlink_to(shared, target_is_directory=True)
     ocr_log = tmp_path / "ocr.log"
     with milvusserver.running(tmp_path / "milvus") as uri:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIXGREP_")}
@@ -123,14 +144,13 @@ def fleet(memes: list[Path], tmp_path: Path, pg_url: str) -> Iterator[tuple[Path
             PIXGREP_OCR__WORKERS="1",
             PIXGREP_PIPELINE__BATCH_SIZE="4",
             PIXGREP_WATCH__STABLE_SECONDS="0.3",
-            PIXGREP_WATCH__FOLDERS=json.dumps([{"path": str(shared)}]),
             PIXGREP_UI__ENABLED="false",
             PIXGREP_DAEMON__HEARTBEAT_SECONDS="1",
             PIXGREP_DAEMON__LEASE_SECONDS=str(LEASE),
             FLEET_OCR_LOG=str(ocr_log),
             FLEET_OCR_SECONDS="0.05",
         )
-        a, b = Fleet("a", tmp_path, env), Fleet("b", tmp_path, env)
+        a, b = Fleet("a", tmp_path, env, shared), Fleet("b", tmp_path, env, mount_b)
         try:
             # One at a time: the first creates the schema and the collections.
             a.start()
@@ -168,7 +188,8 @@ def _milvus_hashes(uri: str) -> set[str]:
 
 
 def _assert_index_equals_folder(shared: Path, pg_url: str, milvus_uri: str) -> None:
-    files = {str(p) for p in shared.iterdir() if p.is_file()}
+    # One row per file, booked under the root's name whichever daemon's path it came by.
+    files = {f"shared:/{p.name}" for p in shared.iterdir() if p.is_file()}
     paths, done = _books(pg_url)
     assert set(paths) == files
     linked = {h for h in paths.values() if h}
@@ -209,6 +230,14 @@ def test_two_daemons_share_one_archive(
     status = a.api("GET", "/v1/status")
     hosts = {d["host"]: d for d in status["daemons"]}
     assert {"host-a", "host-b"} <= set(hosts) and all(hosts[h]["alive"] for h in ("host-a", "host-b"))
+    assert status["named_roots"] == {"shared": {"here": str(shared), "host-b": str(b.mount)}}
+    # Search from each daemon's CLI: every image once, under that daemon's own mount point.
+    names = {p.name for p in shared.iterdir() if p.is_file()}
+    contents = set(_books(pg_url)[0].values())
+    for d in (a, b):
+        found = d.search_paths()
+        assert len(found) == len(contents), d.name  # one result per image, none twice
+        assert {os.path.dirname(p) for p in found} == {str(d.mount)} and {os.path.basename(p) for p in found} <= names
 
     # Phase 2: drop 100 more and kill -9 daemon a while it holds claims.
     before = len(runs)

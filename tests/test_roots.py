@@ -168,6 +168,19 @@ def test_search_paths_and_in_dir_map_to_this_host(hosts: tuple[Catalog, Catalog]
     assert a.paths() == {"/home/a/y.png": "h1"}
 
 
+def test_a_folder_holding_a_named_root_finds_its_files_too(hosts: tuple[Catalog, Catalog]) -> None:
+    a, _ = hosts
+    _contents(a, "h1", status="done")
+    a.link([_link("/mnt/nas/sub/x.png"), _link("/mnt/y.png"), _link("/mnt/nasty/z.png")])
+    assert NAS_A.folders_under("/mnt") == [("/mnt", "/mnt"), ("nas:", "/mnt/nas")]
+    assert NAS_A.folders_under("/mnt/nas/sub") == [("nas:/sub", "/mnt/nas/sub")]
+    assert set(a.known_under("/mnt")) == {b"/mnt/nas/sub/x.png", b"/mnt/y.png", b"/mnt/nasty/z.png"}
+    assert set(a.known_under("/mnt/nas/sub/")) == {b"/mnt/nas/sub/x.png"}
+    assert sorted(a.paths_under("/mnt")) == ["/mnt/nas/sub/x.png", "/mnt/nasty/z.png", "/mnt/y.png"]
+    assert a.paths_for(["h1"], in_dir="/mnt") == {"h1": ["/mnt/nas/sub/x.png", "/mnt/nasty/z.png", "/mnt/y.png"]}
+    assert a.knows("/mnt/nas/sub") and not a.knows("/mnt/nas/other")
+
+
 def test_moves_and_roots_are_booked_by_key(hosts: tuple[Catalog, Catalog]) -> None:
     a, b = hosts
     _contents(a, "h1")
@@ -263,3 +276,45 @@ def test_books_from_before_named_roots_upgrade_and_keep_their_absolute_paths(tmp
             assert s.execute(sa.text("SELECT path FROM paths")).scalars().all() == [b"nas:/x.png"]
     finally:
         db.close()
+
+
+# --------------------------------------------------------------------------
+# pixgrep watch --name (no daemon: the config is what lasts)
+
+
+def test_watch_name_writes_the_root_into_this_hosts_config(home: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from pixgrep_cli.main import main
+
+    nas = tmp_path / "nas"
+    (nas / "sub").mkdir(parents=True)
+    res = CliRunner().invoke(main, ["watch", str(nas), "--name", "NAS"])
+    assert res.exit_code == 0, res.output
+    s = load_settings()
+    assert s.roots == {"nas": str(nas)} and [str(f.path) for f in s.watch.folders] == [str(nas)]
+    again = CliRunner().invoke(main, ["watch", str(nas), "--name", "nas"])
+    assert again.exit_code == 0 and "named" not in again.output
+    # Another name for the same folder, or the name for another folder: refused in one line, config unchanged.
+    for args in ([str(nas), "--name", "other"], [str(nas / "sub"), "--name", "nas"], [str(nas), "--name", "a b"]):
+        bad = CliRunner().invoke(main, ["watch", *args])
+        assert bad.exit_code == 64 and "Traceback" not in bad.output, bad.output
+    assert load_settings().roots == {"nas": str(nas)}
+
+
+def test_status_names_each_root_and_where_hosts_mount_it(home: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from pixgrep_cli.main import main
+
+    config = tmp_path / "config" / "pixgrep" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[roots]\nnas = "/mnt/nas"\n')
+    db = Catalog(load_settings().db_path)
+    db.record_mounts("host-b", NAS_B)
+    db.record_mounts("host-c", RootMap.of({"pics": "/srv/pics"}))
+    db.close()
+    res = CliRunner().invoke(main, ["status"])
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("named:")] == [
+        "named:    nas = /mnt/nas (elsewhere: host-b /Volumes/nas)",
+        "named:    pics = not mounted here: its files show as pics:/… (elsewhere: host-c /srv/pics)",
+    ]

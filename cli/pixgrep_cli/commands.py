@@ -316,6 +316,7 @@ def _print_status(info: dict[str, Any], *, failed: bool) -> None:
     for key in ("watched", "roots"):
         for p in info.get(key) or []:
             click.echo(f"{key + ':':9} {p}")
+    _print_named_roots(info.get("named_roots") or {})
     c = info.get("counts", {})
     click.echo(
         f"indexed:  {c.get('indexed', 0)} images ({c.get('paths', 0)} paths), pending {c.get('pending', 0) + c.get('queue_pending', 0)}, "
@@ -325,6 +326,14 @@ def _print_status(info: dict[str, Any], *, failed: bool) -> None:
         click.echo(f"rate:     {d['images_per_second']:.2f} images/s")
     _print_daemons(info.get("daemons", []))
     _print_errors(d.get("last_errors") or [], info.get("failures", []) if failed else [])
+
+
+def _print_named_roots(named: dict[str, dict[str, str | None]]) -> None:
+    """One line per named root: this host's mount point, and the other hosts'."""
+    for name, where in named.items():
+        others = ", ".join(f"{host} {path}" for host, path in where.items() if host != "here")
+        here = where.get("here") or f"not mounted here: its files show as {name}:/…"
+        click.echo(f"{'named:':9} {name} = {here}" + (f" (elsewhere: {others})" if others else ""))
 
 
 def _print_errors(recent: list[str], failures: list[dict[str, Any]]) -> None:

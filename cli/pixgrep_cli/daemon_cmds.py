@@ -60,26 +60,48 @@ def _live_call(settings: Settings, op: Callable[[Backend], dict[str, Any]]) -> t
         backend.close()
 
 
-@click.command("watch")
-@click.argument("path", type=click.Path(file_okay=False))
-@click.option("--polling", is_flag=True, help="Poll instead of inotify (NFS, SMB and other network mounts).")
-@click.pass_context
-def watch_cmd(ctx: click.Context, path: str, polling: bool) -> None:
-    """Watch a folder: index it now and whatever changes in it later."""
-    from pixgrep_cli.watchlist import add_folder
+def _watch_in_config(s: Settings, folder: str, *, polling: bool, root_name: str | None) -> None:
+    """Add the folder (and its name) to the config file, the part that lasts; exits on failure."""
+    from pixgrep.roots import BadRootName
 
-    s = _settings(ctx)
-    folder = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isdir(folder):
-        _err(f"{folder} is not a folder")
-        sys.exit(int(ExitCode.USAGE))
+    from pixgrep_cli.watchlist import add_folder, name_root
+
     try:
+        if root_name is not None:
+            try:
+                named = name_root(s.config_file, root_name, folder)
+            except BadRootName as e:  # a bad name or a clash with the config's names: the user's to fix
+                _err(f"cannot name {folder}: {e}")
+                sys.exit(int(ExitCode.USAGE))
+            if named:
+                click.echo(f"named {folder} {root_name.lower()!r} in {s.config_file}")
         changed = add_folder(s.config_file, folder, polling=polling)
     except (OSError, ValueError) as e:
         _err(f"cannot update {s.config_file}: {e}")
         sys.exit(int(ExitCode.CONFIG))
     if changed:
         click.echo(f"added {folder} to {s.config_file}")
+
+
+@click.command("watch")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--polling", is_flag=True, help="Poll instead of inotify (NFS, SMB and other network mounts).")
+@click.option(
+    "--name",
+    "root_name",
+    metavar="NAME",
+    help="Name the folder (a shared archive): its images are the same items on every host that names its "
+    "own mount of it so ([roots] in the config).",
+)
+@click.pass_context
+def watch_cmd(ctx: click.Context, path: str, polling: bool, root_name: str | None) -> None:
+    """Watch a folder: index it now and whatever changes in it later."""
+    s = _settings(ctx)
+    folder = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(folder):
+        _err(f"{folder} is not a folder")
+        sys.exit(int(ExitCode.USAGE))
+    _watch_in_config(s, folder, polling=polling, root_name=root_name)
     live, res = _live_call(s, lambda b: b.watch(folder, polling=polling))
     if live:
         click.echo(f"the daemon is watching {folder} ({res.get('mode', '?')}) and indexing it now")

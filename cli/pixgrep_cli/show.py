@@ -76,8 +76,12 @@ def open_result(results: list[dict[str, Any]], n: int) -> int:
     if opener is None:
         _err("--open needs xdg-open (apt install xdg-utils)")
         return 69  # ExitCode.UNAVAILABLE
+    path = results[n - 1]["path"]
+    if not path.startswith("/"):
+        _err(f"--open {n}: {path} is on a named root not mounted on this host ([roots] in the config)")
+        return 66  # ExitCode.NOINPUT
     subprocess.Popen(
-        [opener, results[n - 1]["path"]],
+        [opener, path],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -91,8 +95,8 @@ _warned = False
 
 def preview(path: str, width: int = 40) -> None:
     """An inline thumbnail: chafa when installed, else textual-image (kitty, sixel or half blocks), else nothing."""
-    if not sys.stdout.isatty():
-        return  # text only into pipes and files
+    if not sys.stdout.isatty() or not path.startswith("/"):
+        return  # text only into pipes and files, and for a named root not mounted here (nas:/x.png)
     sys.stdout.flush()
     chafa = shutil.which("chafa")
     if chafa:

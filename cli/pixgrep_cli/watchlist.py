@@ -88,6 +88,31 @@ def add_folder(config: Path, folder: str, *, polling: bool = False) -> bool:
     return True
 
 
+def name_root(config: Path, name: str, folder: str) -> bool:
+    """Name a root on this host: ``[roots] name = "folder"`` (pixgrep.roots); False if it was already so.
+
+    ``BadRootName`` if the name is not a valid root name, or the config gives it (or the folder) another
+    one: renaming a root would book its files twice, so that stays a deliberate edit of the config.
+    """
+    from pixgrep.roots import BadRootName, check_name, normalize_mount
+
+    name, folder = check_name(name), normalize_mount(folder)
+    doc = _load(config)
+    roots = doc.get("roots")
+    if roots is None:
+        roots = tomlkit.table()
+        doc["roots"] = roots
+    for other, path in roots.items():
+        same_name, same_folder = str(other).lower() == name, normalize_mount(str(path)) == folder
+        if same_name and same_folder:
+            return False
+        if same_name or same_folder:
+            raise BadRootName(f"the config already names {path} {other!r}")
+    roots[name] = folder
+    _write(config, doc)
+    return True
+
+
 def remove_folder(config: Path, folder: str) -> bool:
     """Remove a watched folder; False if it was not in the config."""
     folder = os.path.abspath(os.path.expanduser(folder))

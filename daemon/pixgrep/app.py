@@ -211,7 +211,8 @@ def status(db: Catalog, settings: Settings, *, failed: bool = False, limit: int 
     # Named roots: where this host and each other host sharing the books mount them.
     out["named_roots"] = {name: {"here": settings.root_map.mount_of(name)} for name in settings.root_map.names()}
     for name, host, path in db.root_mounts():
-        out["named_roots"].setdefault(name, {"here": None})[host] = path
+        if host != settings.host_name:
+            out["named_roots"].setdefault(name, {"here": None})[host] = path
     # Every daemon sharing these books (one, or several hosts on PostgreSQL), with its rates.
     from pixgrep.service.fleet import describe
 

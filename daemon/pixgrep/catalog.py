@@ -474,9 +474,18 @@ class Catalog:
         m = self.mounts
         return [m.to_disk(k) for k in keys] if m else list(keys)
 
-    def _range(self, directory: str) -> tuple[bytes, bytes]:
-        """The books' byte range of keys under ``directory`` (this host's path, or a key)."""
-        return path_prefix_range(self._k(directory))
+    def _ranges(self, directory: str) -> list[tuple[bytes, bytes, bytes]]:
+        """(lo, hi, this host's prefix) of each byte range of keys under ``directory`` (this host's path, or a
+        key): the folder's own, and one per named root mounted inside it."""
+        out = []
+        for key, disk in self.mounts.folders_under(directory):
+            lo, hi = path_prefix_range(key)
+            out.append((lo, hi, os.fsencode(disk.rstrip("/")) + b"/"))
+        return out
+
+    def _under(self, column: Any, directory: str) -> Any:
+        """SQL: ``column`` holds a key under ``directory``."""
+        return or_(*(and_(column >= lo, column < hi) for lo, hi, _ in self._ranges(directory)))
 
     def use_mounts(self, mounts: RootMap, *, adopt: bool = True) -> int:
         """Book paths under ``mounts``' named roots as keys from now on. ``adopt``: rows booked by
@@ -587,17 +596,15 @@ class Catalog:
 
     def knows(self, path: str) -> bool:
         """True if the books hold ``path`` or anything under it."""
-        lo, hi = self._range(path)
         with self.session() as s:
             if s.get(PathEntry, self._k(path)) is not None:
                 return True
-            under = select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
+            under = select(PathEntry.path).where(self._under(PathEntry.path, path))
             return s.scalar(under.limit(1)) is not None
 
     def paths_under(self, directory: str) -> list[str]:
-        lo, hi = self._range(directory)
         with self.session() as s:
-            return self._ds(s.scalars(select(PathEntry.path).where(PathEntry.path >= lo, PathEntry.path < hi)))  # type: ignore[operator]
+            return self._ds(s.scalars(select(PathEntry.path).where(self._under(PathEntry.path, directory))))
 
     def settled_stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, str, str | None]]:
         """(size, mtime_ns, inode, hash, error) of the given error-free paths whose content is settled."""
@@ -622,9 +629,14 @@ class Catalog:
         ``settled``: ``path_settled``; otherwise the path is queued again even if
         unchanged. One query: reconcile compares it with a walk.
         """
-        lo, hi = self._range(root)
-        # The keys of a named root are this host's paths again by their prefix: one slice a row.
-        key_prefix, disk_prefix = lo, os.fsencode(root.rstrip("/")) + b"/"
+        out: dict[bytes, tuple[int, int, int, bool]] = {}
+        # One query per range: the folder's, and one per named root inside it, whose keys are this host's
+        # paths again by their prefix (one slice a row).
+        for lo, hi, disk_prefix in self._ranges(root):
+            self._known_in(lo, hi, disk_prefix, out)
+        return out
+
+    def _known_in(self, lo: bytes, hi: bytes, disk_prefix: bytes, out: dict[bytes, Any]) -> None:
         p, c = PathEntry.__table__.c, Content.__table__.c
         # The keys stay bytes, as the walk encodes them (no decode per row).
         stmt = (
@@ -641,15 +653,13 @@ class Catalog:
             .select_from(PathEntry.__table__.outerjoin(Content.__table__, c.hash == p.content_hash))
             .where(p.path >= lo, p.path < hi)
         )
-        out: dict[bytes, tuple[int, int, int, bool]] = {}
         with self.engine.connect() as conn:
             for path, size, mtime_ns, inode, error, h, status, retryable in conn.execute(stmt):
-                # An empty file stays failed until its bytes change: not queued again at every start.
                 raw = bytes(path)
-                if key_prefix != disk_prefix:
-                    raw = disk_prefix + raw[len(key_prefix) :]
+                if lo != disk_prefix:
+                    raw = disk_prefix + raw[len(lo) :]
+                # An empty file stays failed until its bytes change: not queued again at every start.
                 out[raw] = (size, mtime_ns, inode, path_settled(error, h, size, mtime_ns, status, retryable))
-        return out
 
     def paths_for(self, hashes: Sequence[str], in_dir: str | None = None) -> dict[str, list[str]]:
         """Indexed content hash -> its paths (sorted), optionally only those under ``in_dir``."""
@@ -657,8 +667,9 @@ class Catalog:
             return {}
         stmt = select(PathEntry.content_hash, PathEntry.path).where(PathEntry.content_hash.in_(list(hashes)))
         if in_dir:
-            lo, hi = self._range(in_dir if looks_like_key(in_dir) else os.path.abspath(in_dir))
-            stmt = stmt.where(PathEntry.path >= lo, PathEntry.path < hi)  # type: ignore[operator]
+            stmt = stmt.where(
+                self._under(PathEntry.path, in_dir if looks_like_key(in_dir) else os.path.abspath(in_dir))
+            )
         out: dict[str, list[str]] = {}
         with self.session() as s:
             for h, p in s.execute(stmt.order_by(PathEntry.path)):

@@ -26,11 +26,15 @@ SEP = ":"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+class BadRootName(ValueError):
+    """A name that cannot name a root, or that clashes with the config's names (one line for the user)."""
+
+
 def check_name(name: str) -> str:
-    """``name`` in lower case if it can name a root, else ValueError (a one-line message for the user)."""
+    """``name`` in lower case if it can name a root, else BadRootName."""
     n = name.strip().lower()
     if not _NAME.fullmatch(n):
-        raise ValueError(
+        raise BadRootName(
             f"root name {name!r} must be 1-64 letters a-z, digits, '_' or '-' (starting with a letter or digit)"
         )
     return n
@@ -120,6 +124,19 @@ class RootMap:
             if rel is not None:
                 return make_key(name, rel)
         return path
+
+    def folders_under(self, path: str) -> list[tuple[str, str]]:
+        """(books key, this host's path) of folder ``path`` (a path or a key) and of each named root mounted
+        inside it: what the books hold under ``path`` is under these keys."""
+        key = self.to_key(path)
+        disk = self.to_disk(key)
+        out = [(key, disk)]
+        if is_key(disk):
+            return out  # a root not mounted here: nothing of this host's is inside it
+        for name, mount in self.mounts:
+            if _under(mount, disk.rstrip("/") or "/") not in (None, ""):
+                out.append((make_key(name, ""), mount))
+        return out
 
     def to_disk(self, key: str) -> str:
         """This host's path of a books key; a key of a root not mounted here (and any absolute path) unchanged."""

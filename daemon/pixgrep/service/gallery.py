@@ -42,6 +42,7 @@ from pixgrep import images
 from pixgrep.errors import PixgrepError
 from pixgrep.filters import Filters, filters_from
 from pixgrep.results import Item, lookup_item, matched_lines, similar
+from pixgrep.roots import is_key
 from pixgrep.service.serving import ServerThread
 from pixgrep.settings import ConfigError, Settings
 
@@ -210,6 +211,8 @@ def _refuse(status: int, message: str) -> Response:
 def read_indexed(item: Item) -> tuple[str, bytes] | None:
     """The bytes of one of ``item``'s paths that still hold its content: no symlinks, no changed files."""
     for path, size, _mtime in item.paths:
+        if is_key(path):
+            continue  # a named root not mounted on this host: never opened relative to the working dir
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
