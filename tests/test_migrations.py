@@ -64,6 +64,7 @@ def test_a_version_1_sqlite_file_is_upgraded_keeping_its_rows(tmp_path: Path) ->
             assert conn.execute(sa.text("SELECT count(*) FROM paths")).scalar() == 1
         assert {"claimed_by", "lease_until", "requeue", "src"} <= _columns(engine, "queue")
         assert {"host", "pid", "last_beat", "stats_json"} <= _columns(engine, "daemons")
+        assert {"name", "host", "path"} <= _columns(engine, "root_mounts")  # 0003, named roots
         # Current: a second open runs no migration.
         migrate.upgrade(engine, where=str(path))
     finally:

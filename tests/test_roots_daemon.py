@@ -63,3 +63,7 @@ def test_naming_a_watched_folder_rebooks_it_and_new_files_come_by_name(
     assert status["named_roots"] == {"pics": {"here": str(pics)}}
     assert status["roots"] == [str(pics)]
     assert status["counts"]["paths"] == 2
+    # unwatch --forget takes this host's path of the named root.
+    r = cli(env, "unwatch", str(pics), "--forget")
+    assert "forgot 2 indexed files" in r.stdout
+    assert _booked(home) == []

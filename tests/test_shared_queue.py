@@ -135,3 +135,26 @@ def test_heartbeat_lists_daemons_and_marks_a_clean_stop(books: Catalog) -> None:
     # Silent longer than a lease while it claims to run: lost.
     [d] = describe([{**d, "state": "running"}], lease_seconds=60, now=d["last_beat"] + 61)
     assert (d["state"], d["alive"]) == ("lost", False)
+
+
+def test_hosts_mounting_a_named_root_elsewhere_share_its_rows_and_others_leave_them(books: Catalog, url: str) -> None:
+    """Named roots (pixgrep.roots) on both databases: one row per file whatever host's path queued it, claimed
+    under the claimer's own mount point, never by a host that does not mount the root."""
+    from pixgrep.roots import RootMap
+
+    books.use_mounts(RootMap.of({"nas": "/mnt/nas"}))
+    other, bare = Catalog(url), Catalog(url)
+    try:
+        other.use_mounts(RootMap.of({"nas": "/Volumes/nas"}))
+        qa, qb, qc = Queue(books, host="a"), Queue(other, host="b"), Queue(bare, host="c")
+        qa.put([Job("/mnt/nas/x.png"), Job("/home/a/local.png")])
+        qb.put([Job("/Volumes/nas/x.png")])
+        assert len(qa.rows()) == 2
+        assert [it.path for it in qc.claim(10)] == ["/home/a/local.png"]  # absolute: anyone's
+        assert qc.claim(10) == [] and qc.next_due() is None
+        [item] = qb.claim(10)
+        assert item.path == "/Volumes/nas/x.png"
+        assert qa.claim(10) == []
+    finally:
+        other.close()
+        bare.close()
