@@ -675,10 +675,11 @@ class Catalog:
             for h, p in s.execute(stmt.order_by(PathEntry.path)):
                 if h is not None:
                     out.setdefault(h, []).append(self._d(p))
-            # Keep only contents that are indexed (not pending a retry of a changed file).
-            done = set(
-                s.scalars(select(Content.hash).where(Content.hash.in_(list(out)), Content.status == ContentStatus.DONE))
-            )
+            # Keep only contents that are indexed (not pending a retry of a changed file). The status is
+            # checked here, not in SQL: with it in the WHERE clause SQLite walked the status index over
+            # every done content (7 ms a search at 50k) instead of looking the hashes up by key.
+            found = s.execute(select(Content.hash, Content.status).where(Content.hash.in_(list(out))))
+            done = {h for h, status in found if status == ContentStatus.DONE}
         # Sorted as this host's paths (the keys of named roots sort apart from absolute paths).
         return {h: sorted(v) if self.mounts else v for h, v in out.items() if h in done}
 
