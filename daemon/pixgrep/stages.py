@@ -129,6 +129,14 @@ class Registry(Generic[T]):
         return self.factory(name)(**kwargs)
 
 
+def embedder_identity(backend: str) -> tuple[str, int] | None:
+    """(name, dim) of an embed backend from its class, without loading its model; None where
+    the class does not declare them (the instance decides: a model id, a stub's dim)."""
+    cls = EMBED.factory(backend)
+    name, dim = getattr(cls, "name", None), getattr(cls, "dim", None)
+    return (name, dim) if isinstance(name, str) and isinstance(dim, int) else None
+
+
 OCR: Registry[OcrEngine] = Registry("ocr")
 OCR.register("rapidocr", "pixgrep.ocr:RapidOcrEngine")
 OCR.register("tesseract", "pixgrep.ocr:TesseractEngine")

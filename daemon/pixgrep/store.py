@@ -10,6 +10,12 @@ the local index (``localdense``) serves both legs, and the parts live only
 there: Lite holds every row of its collections in memory (three copies of each
 vector), so the ``_parts`` collection is not written (and an old one is dropped
 once the local index has its rows).
+
+With a second, whole-text model (``embed.whole_backend``), each document row also
+has its vector in a second vector field, ``whole``, of that model's dimension
+(the local index keeps a second faiss index of them): the search's whole-text leg.
+The collection records both models, so a change of either is refused until
+``pixgrep reindex --embeddings``.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ class Searcher(Protocol):
         """Best BM25 segments for space-separated query tokens, best first; scores > 0."""
         ...
 
+    def search_whole(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        """Nearest whole texts and captions by the whole-text model's vectors, best first (none without one)."""
+        ...
+
 
 class VectorStore(Searcher, Protocol):
     """Where segment vectors live; everything the pipeline and search call.
@@ -81,8 +91,9 @@ class VectorStore(Searcher, Protocol):
         """Replace the rows of ``content_hash`` with ``segments`` (vectors row-aligned)."""
         ...
 
-    def upsert_many(self, items: Sequence[StoreItem]) -> None:
-        """``upsert`` for several contents at once (one write per batch)."""
+    def upsert_many(self, items: Sequence[StoreItem], whole: Sequence[np.ndarray] | None = None) -> None:
+        """``upsert`` for several contents at once (one write per batch); ``whole``, per item, the
+        whole-text model's vectors of its whole texts and captions, in segment order."""
         ...
 
     def delete(self, hashes: Sequence[str]) -> None:
@@ -133,6 +144,7 @@ class MilvusStore:
         recreate: bool = False,
         local_dense: bool | None = None,
         params: IndexParams | None = None,
+        whole: tuple[str, int] | None = None,
     ) -> None:
         from pymilvus import MilvusClient
 
@@ -145,6 +157,9 @@ class MilvusStore:
         self.parts = f"{collection}_parts"
         self.embed_name = embed_name
         self.dim = dim
+        # The whole-text model (name, dim), if one is configured: a second vector field of the documents.
+        self.whole_name: str | None = whole[0] if whole else None
+        self.whole_dim = whole[1] if whole else 0
         self.timeout = timeout
         self.flush_rows = flush_rows
         self._unflushed = 0
@@ -210,6 +225,13 @@ class MilvusStore:
                         f"but the embedder is now {self.embed_name} (dim {self.dim}); "
                         "run `pixgrep reindex --embeddings` to rebuild it, or change embed.backend back"
                     )
+                have_whole = props.get("pixgrep.whole_model")
+                if have_whole != self.whole_name or str(props.get("pixgrep.whole_dim", 0)) != str(self.whole_dim):
+                    raise EmbeddingMismatch(
+                        f"collection {self.collection!r} holds whole-text vectors of {have_whole or 'no model'}, "
+                        f"but embed.whole_backend is now {self.whole_name or 'none'}; "
+                        "run `pixgrep reindex --embeddings` to rebuild it, or change embed.whole_backend back"
+                    )
                 if props.get("pixgrep.layout") != LAYOUT:
                     raise EmbeddingMismatch(
                         f"collection {self.collection!r} was written by an older pixgrep (one collection for "
@@ -260,19 +282,26 @@ class MilvusStore:
                 )
             )
         s.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
+        whole = keyword and self.whole_name is not None
+        if whole:
+            s.add_field("whole", DataType.FLOAT_VECTOR, dim=self.whole_dim)
         ip = self.client.prepare_index_params()
         # Vectors are L2-normalised, so inner product is cosine; Milvus Lite's COSINE
         # re-normalises every stored vector on every query, IP does not (2x faster here).
         index = self.params.index if self.params.index != "auto" else ("FLAT" if self.is_lite else "HNSW")
-        if index == "HNSW":
-            hnsw = {"M": self.params.hnsw_m, "efConstruction": self.params.hnsw_ef_construction}
-            ip.add_index("dense", index_type="HNSW", metric_type="IP", params=hnsw)
-        else:
-            ip.add_index("dense", index_type="FLAT", metric_type="IP")
+        for field in ("dense", "whole") if whole else ("dense",):
+            if index == "HNSW":
+                hnsw = {"M": self.params.hnsw_m, "efConstruction": self.params.hnsw_ef_construction}
+                ip.add_index(field, index_type="HNSW", metric_type="IP", params=hnsw)
+            else:
+                ip.add_index(field, index_type="FLAT", metric_type="IP")
         if keyword:
             ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.is_lite:
             ip.add_index("content_hash", index_type="INVERTED")
+        props = {"pixgrep.embed_model": self.embed_name, "pixgrep.dim": str(self.dim), "pixgrep.layout": LAYOUT}
+        if whole:
+            props |= {"pixgrep.whole_model": str(self.whole_name), "pixgrep.whole_dim": str(self.whole_dim)}
         self.client.create_collection(
             name,
             schema=s,
@@ -280,7 +309,7 @@ class MilvusStore:
             # Reads that must see the writes before them ask for Strong themselves (count, the
             # consistency checks, searches by default); the rest need not wait for it.
             consistency_level="Bounded",
-            properties={"pixgrep.embed_model": self.embed_name, "pixgrep.dim": str(self.dim), "pixgrep.layout": LAYOUT},
+            properties=props,
         )
         log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
 
@@ -293,21 +322,21 @@ class MilvusStore:
         from pixgrep.localdense import LocalDenseIndex
 
         try:
-            local = LocalDenseIndex(path, self.dim)
+            local = LocalDenseIndex(path, self.dim, whole_dim=self.whole_dim)
         except (VectorFile.Error, ValueError) as e:
             # It only mirrors Milvus: a damaged file is set aside and rebuilt below.
             log.warning("in-memory vector index %s is unreadable (%s); rebuilding it from Milvus", path, e)
             for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                 if p.exists():
                     p.replace(p.with_name(p.name + ".damaged"))
-            local = LocalDenseIndex(path, self.dim)
+            local = LocalDenseIndex(path, self.dim, whole_dim=self.whole_dim)
         if recreate:
             local.clear()
         if self._with_parts:
             self._adopt_parts(local)
         else:
             self._repair_local(local)
-        local.set_embedder(self.embed_name)
+        local.set_embedder(self.embed_name, self.whole_name)
         self.local = local
 
     def _adopt_parts(self, local: LocalDenseIndex) -> None:
@@ -345,22 +374,28 @@ class MilvusStore:
         from pixgrep import textnorm
 
         # A content's rows may be in both collections: gather them all before replacing.
-        by_hash: dict[str, tuple[list[Segment], list[np.ndarray]]] = {}
+        by_hash: dict[str, tuple[list[Segment], list[np.ndarray], list[np.ndarray]]] = {}
         for batch in self._iter_rows(["content_hash", "kind", "source", "text", "dense"]):
             for r in batch:
                 if only is not None and r["content_hash"] not in only:
                     continue
-                segs, vecs = by_hash.setdefault(r["content_hash"], ([], []))
+                segs, vecs, wvecs = by_hash.setdefault(r["content_hash"], ([], [], []))
                 kw = textnorm.document_tokens(r["text"]) if r["kind"] in DOC_KINDS else ""
                 segs.append(Segment(r["kind"], r["source"], r["text"], kw))
                 vecs.append(np.asarray(r["dense"], dtype=np.float32))
-        local.replace((h, segs, np.vstack(vecs)) for h, (segs, vecs) in by_hash.items())
+                if "whole" in r:
+                    wvecs.append(np.asarray(r["whole"], dtype=np.float32).reshape(1, -1))
+        items = [(h, segs, np.vstack(vecs)) for h, (segs, vecs, _) in by_hash.items()]
+        whole = [np.vstack(w or [np.zeros((0, self.whole_dim), np.float32)]) for _, _, w in by_hash.values()]
+        local.replace(items, whole if self.whole_name else None)
 
     def _iter_rows(self, fields: list[str]) -> Any:
         """Every row of both collections, in batches, grouped so a content's rows share a batch."""
         for name in self._collections():
+            # The whole-text vectors are a field of the documents only.
+            want = [*fields, "whole"] if "dense" in fields and self.whole_name and name == self.collection else fields
             it = self.client.query_iterator(
-                name, batch_size=4000, filter='content_hash != ""', output_fields=fields, consistency_level="Strong"
+                name, batch_size=4000, filter='content_hash != ""', output_fields=want, consistency_level="Strong"
             )
             rows: list[dict[str, Any]] = []
             try:
@@ -388,10 +423,13 @@ class MilvusStore:
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
         self.upsert_many([(content_hash, segments, vectors)])
 
-    def upsert_many(self, items: Sequence[StoreItem]) -> None:
+    def upsert_many(self, items: Sequence[StoreItem], whole: Sequence[np.ndarray] | None = None) -> None:
         docs: list[dict[str, Any]] = []
         parts: list[dict[str, Any]] = []
-        for content_hash, segments, vectors in items:
+        if (whole is not None) != (self.whole_name is not None):
+            raise ValueError(f"whole-text vectors {'given' if whole is not None else 'missing'} for {self.collection}")
+        for n, (content_hash, segments, vectors) in enumerate(items):
+            wvecs = iter(whole[n]) if whole is not None else None
             for i, (seg, vec) in enumerate(zip(segments, vectors, strict=True)):
                 row = {
                     "id": f"{content_hash}:{i}",
@@ -404,6 +442,8 @@ class MilvusStore:
                 if seg.kind in DOC_KINDS:
                     # A row needs at least one token for BM25; "∅" never matches a query token.
                     row["kw"] = seg.kw[:MAX_KW] or "∅"
+                    if wvecs is not None:
+                        row["whole"] = np.asarray(next(wvecs), dtype=np.float32).tolist()
                     docs.append(row)
                 elif self.local is None:
                     parts.append(row)
@@ -425,7 +465,7 @@ class MilvusStore:
         with self._lock:
             self._call("upsert", write)
             if self.local is not None:
-                self.local.replace(items)
+                self.local.replace(items, whole)
             self._unflushed += len(docs) + len(parts)
             if self._unflushed >= self.flush_rows:
                 self._call("flush", self._flush_locked)
@@ -518,6 +558,26 @@ class MilvusStore:
             )
             hits += self._hits(res, absolute=False)
         return sorted(hits, key=lambda h: -h.score)[:limit]
+
+    def search_whole(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        if self.whole_name is None or limit <= 0:
+            return []
+        if self.local is not None:
+            return self.local.search_whole(vector, limit)
+        res = self._call(
+            "search",
+            lambda: self.client.search(
+                self.collection,
+                data=[np.asarray(vector, dtype=np.float32).tolist()],
+                anns_field="whole",
+                limit=limit,
+                output_fields=self.OUTPUT,
+                search_params=self._dense_params(limit),
+                consistency_level=self.params.search_consistency,
+                timeout=self.timeout,
+            ),
+        )
+        return self._hits(res, absolute=False)
 
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         if not tokens.strip():
@@ -640,6 +700,9 @@ class LocalReader:
     def search_keyword(self, tokens: str, limit: int) -> list[Hit]:
         return self.local.search_keyword(tokens, limit)
 
+    def search_whole(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        return self.local.search_whole(vector, limit)
+
     def count(self) -> int:
         return self.local.count()
 
@@ -659,14 +722,29 @@ def open_reader(settings: Any, *, embed_name: str, dim: int) -> LocalReader | No
     path = local_path(uri, settings.milvus.collection)
     if not path.exists():
         return None
+    whole = whole_identity(settings)
     try:
-        local = LocalDenseIndex(path, dim, readonly=True)
+        local = LocalDenseIndex(path, dim, readonly=True, whole_dim=whole[1] if whole else 0)
     except sqlite3.Error:
         return None
-    if not local.usable(embed_name):
+    if not local.usable(embed_name, whole[0] if whole else None):
         local.close()
         return None
     return LocalReader(local)
+
+
+def whole_identity(settings: Any) -> tuple[str, int] | None:
+    """(name, dim) of the whole-text model ``embed.whole_backend``, without loading it; None without one."""
+    from pixgrep.stages import EMBED, embedder_identity
+
+    backend = settings.embed.whole_backend
+    if not backend:
+        return None
+    known = embedder_identity(backend)
+    if known is not None:
+        return known
+    e = EMBED.create(backend, model=settings.embed.model, device=settings.embed.device)
+    return e.name, e.dim
 
 
 def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> MilvusStore:
@@ -686,4 +764,5 @@ def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = Fal
             hnsw_ef=settings.milvus.hnsw_ef,
             search_consistency=settings.milvus.search_consistency,
         ),
+        whole=whole_identity(settings),
     )

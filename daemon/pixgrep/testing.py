@@ -6,7 +6,9 @@ Like dramatiq's ``StubBroker``: ``StubStore`` is an in-memory ``VectorStore``
 image's pixels (``text_image``), and ``StubEmbedder`` an ``Embedder`` of hashed
 character n-grams (texts that share characters are close). Importing this
 module registers them, and ``StubCaptioner``, as ``ocr.engine``, ``embed.backend``
-and ``caption.backend`` "stub" (in this process only: use ``ocr_workers=0``).
+and ``caption.backend`` "stub" (in this process only: use ``ocr_workers=0``);
+``StubWholeEmbedder`` (hashed words, synonyms folded: another dimension, another
+model) as "stub-whole", for ``embed.whole_backend``.
 
 The real backends stay tested by the slow tier; these stand in where a test
 checks pipeline, queue or catalog logic, not OCR or Milvus.
@@ -129,12 +131,45 @@ class StubEmbedder:
         return out
 
 
-class StubStore:
-    """An in-memory ``VectorStore``. Set ``down`` to make every call raise ``StoreUnavailable``."""
+class StubWholeEmbedder:
+    """Hashed words, with the words of ``SYNONYMS`` folded to one: a second model that knows
+    "kitten" means "cat" where the character n-grams of ``StubEmbedder`` do not."""
 
-    def __init__(self, embed_name: str = StubEmbedder.name, dim: int = 64) -> None:
+    name = "stub-whole"
+    dim = 48
+    version = "1"
+    SYNONYMS: ClassVar[dict[str, str]] = {"kitten": "cat", "feline": "cat", "sleepy": "tired", "exhausted": "tired"}
+
+    def __init__(self, **_: Any) -> None:
+        self.calls: list[int] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, t in enumerate(texts):
+            for w in t.lower().split():
+                w = self.SYNONYMS.get(w, w)
+                out[row, zlib.crc32(w.encode()) % self.dim] += 1.0
+            norm = float(np.linalg.norm(out[row]))
+            if norm:
+                out[row] /= norm
+            else:
+                out[row, 0] = 1.0
+        return out
+
+
+class StubStore:
+    """An in-memory ``VectorStore``. Set ``down`` to make every call raise ``StoreUnavailable``.
+
+    ``whole``: (name, dim) of a whole-text model; the documents then keep its vectors too."""
+
+    def __init__(
+        self, embed_name: str = StubEmbedder.name, dim: int = 64, whole: tuple[str, int] | None = None
+    ) -> None:
         self.embed_name = embed_name
         self.dim = dim
+        self.whole = whole
+        self.whole_rows: dict[str, np.ndarray] = {}
         self.rows: dict[str, tuple[list[Segment], np.ndarray]] = {}
         self.down = False
         self.flushes = 0
@@ -150,19 +185,26 @@ class StubStore:
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
         self.upsert_many([(content_hash, segments, vectors)])
 
-    def upsert_many(self, items: Sequence[StoreItem]) -> None:
+    def upsert_many(self, items: Sequence[StoreItem], whole: Sequence[np.ndarray] | None = None) -> None:
         self._check("upsert")
+        if (whole is not None) != (self.whole is not None):
+            raise ValueError("whole-text vectors given to a store without a whole-text model, or missing")
         with self._lock:
-            for h, segs, vecs in items:
+            for n, (h, segs, vecs) in enumerate(items):
                 vecs = np.asarray(vecs, dtype=np.float32).reshape(len(segs), -1) if segs else np.zeros((0, self.dim))
                 self.rows[h] = (list(segs), vecs)
                 self.unflushed += len(segs)
+                if whole is not None:
+                    docs = sum(seg.kind in DOC_KINDS for seg in segs)
+                    w = np.asarray(whole[n], dtype=np.float32).reshape(docs, -1) if docs else np.zeros((0, 1))
+                    self.whole_rows[h] = w
 
     def delete(self, hashes: Sequence[str]) -> None:
         self._check("delete")
         with self._lock:
             for h in hashes:
                 self.unflushed += len(self.rows.pop(h, ([], None))[0])
+                self.whole_rows.pop(h, None)
 
     def purge(self, hashes: Sequence[str]) -> None:
         self.delete(hashes)
@@ -175,6 +217,17 @@ class StubStore:
                 Hit(h, seg.kind, seg.source, seg.text, float(vec @ q))
                 for h, (segs, vecs) in self.rows.items()
                 for seg, vec in zip(segs, vecs, strict=True)
+            ]
+        return sorted(hits, key=lambda x: -x.score)[:limit]
+
+    def search_whole(self, vector: np.ndarray, limit: int) -> list[Hit]:
+        self._check("search")
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        with self._lock:
+            hits = [
+                Hit(h, seg.kind, seg.source, seg.text, float(vec @ q))
+                for h, w in self.whole_rows.items()
+                for seg, vec in zip([s for s in self.rows[h][0] if s.kind in DOC_KINDS], w, strict=True)
             ]
         return sorted(hits, key=lambda x: -x.score)[:limit]
 
@@ -221,21 +274,25 @@ class StubStores:
         self.stores: dict[str, StubStore] = {}
 
     def __call__(self, settings: Any, *, embed_name: str, dim: int, recreate: bool = False) -> StubStore:
+        from pixgrep.store import whole_identity
+
         name = settings.milvus.collection
         st = self.stores.get(name)
-        if st is not None and not recreate and (st.embed_name, st.dim) != (embed_name, dim):
+        whole = whole_identity(settings)
+        if st is not None and not recreate and (st.embed_name, st.dim, st.whole) != (embed_name, dim, whole):
             raise EmbeddingMismatch(
-                f"collection {name!r} holds vectors of {st.embed_name} (dim {st.dim}), "
-                f"but the embedder is now {embed_name} (dim {dim})"
+                f"collection {name!r} holds vectors of {st.embed_name} (dim {st.dim}, whole texts {st.whole}), "
+                f"but the embedder is now {embed_name} (dim {dim}, whole texts {whole})"
             )
         if st is None or recreate:
-            st = self.stores[name] = StubStore(embed_name, dim)
+            st = self.stores[name] = StubStore(embed_name, dim, whole)
         st.closed = False
         return st
 
 
 OCR.register("stub", "pixgrep.testing:StubOcrEngine")
 EMBED.register("stub", "pixgrep.testing:StubEmbedder")
+EMBED.register("stub-whole", "pixgrep.testing:StubWholeEmbedder")
 CAPTION.register("stub", "pixgrep.testing:StubCaptioner")
 
 if TYPE_CHECKING:  # the stubs stand behind the real Protocols (mypy checks it)
@@ -243,4 +300,5 @@ if TYPE_CHECKING:  # the stubs stand behind the real Protocols (mypy checks it)
     _factory: StoreFactory = StubStores()
     _ocr: OcrEngine = StubOcrEngine()
     _embedder: Embedder = StubEmbedder()
+    _whole: Embedder = StubWholeEmbedder()
     _captioner: Captioner = StubCaptioner()

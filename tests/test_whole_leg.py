@@ -1,0 +1,128 @@
+"""The whole-text leg (``embed.whole_backend``): a second model's vectors for whole texts and
+captions, in the local index, in Milvus (a second vector field) and in the fused search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pixgrep.errors import EmbeddingMismatch
+from pixgrep.localdense import LocalDenseIndex
+from pixgrep.segments import Segment
+from pixgrep.store import MilvusStore
+
+DIM, WDIM = 8, 5
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _segs(name: str) -> list[Segment]:
+    return [
+        Segment("full", "ocr", f"{name} whole", f"{name} whole"),
+        Segment("region", "ocr", f"{name} panel", f"{name} panel"),
+        Segment("line", "ocr", f"{name} line", f"{name} line"),
+        Segment("caption", "caption", f"{name} caption", f"{name} caption"),
+    ]
+
+
+def test_local_index_keeps_whole_text_vectors_of_the_documents(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.sqlite"
+    ix = LocalDenseIndex(path, DIM, whole_dim=WDIM)
+    a, b = _unit(rng, 4), _unit(rng, 4)
+    wa, wb = _unit(rng, 2, WDIM), _unit(rng, 2, WDIM)  # the full text and the caption of each
+    ix.replace([("a", _segs("a"), a), ("b", _segs("b"), b)], whole=[wa, wb])
+    hit = ix.search_whole(wb[1], 1)[0]
+    assert (hit.content_hash, hit.kind, hit.text) == ("b", "caption", "b caption")
+    assert hit.score == pytest.approx(1.0, abs=1e-3)
+    assert {h.kind for h in ix.search_whole(wa[0], 10)} == {"full", "caption"}  # no regions or lines
+    assert ix.search(b[2], 1)[0].kind == "line"  # the first leg is unchanged
+    with pytest.raises(ValueError, match="2 documents but 1"):
+        ix.replace([("c", _segs("c"), _unit(rng, 4))], whole=[wa[:1]])
+    ix.replace([("a", _segs("a")[:2], a[:2])], whole=[wa[:1]])  # one document now: the caption's vector is gone
+    assert {(h.content_hash, h.kind) for h in ix.search_whole(wa[1], 10)} == {
+        ("a", "full"),
+        ("b", "full"),
+        ("b", "caption"),
+    }
+    ix.delete(["b"])
+    assert {h.content_hash for h in ix.search_whole(wb[0], 10)} == {"a"}
+    ix.set_embedder("m", "w")
+    ix.snapshot()
+    ix.close()
+
+    again = LocalDenseIndex(path, DIM, whole_dim=WDIM)  # persisted
+    assert again.search_whole(wa[0], 1)[0].text == "a whole"
+    again.close()
+    for snapshot in (True, False):  # a read-only search: from the writer's snapshot, or from the rows
+        if not snapshot:
+            again.whole_snapshot_path.unlink()
+        ro = LocalDenseIndex(path, DIM, whole_dim=WDIM, readonly=True)
+        assert ro.usable("m", "w") and not ro.usable("m") and not ro.usable("m", "other")
+        assert [(h.content_hash, h.kind) for h in ro.search_whole(wa[0], 5)] == [("a", "full")]
+        ro.close()
+
+
+def test_local_index_without_a_whole_model_has_no_whole_leg(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    ix = LocalDenseIndex(tmp_path / "v.sqlite", DIM)
+    ix.replace([("a", _segs("a"), _unit(rng, 4))])
+    assert ix.search_whole(_unit(rng, 1, WDIM)[0], 5) == []
+    ix.close()
+
+
+def _store(home: Path, whole: tuple[str, int] | None, **kw: object) -> MilvusStore:
+    return MilvusStore(str(home / "milvus.db"), collection="c", embed_name="m", dim=DIM, whole=whole, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("local_dense", [True, False], ids=["local-index", "milvus-fields"])
+def test_milvus_lite_keeps_a_second_vector_field(home: Path, local_dense: bool) -> None:
+    home.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    st = _store(home, ("w", WDIM), local_dense=local_dense)
+    v1, v2 = _unit(rng, 4), _unit(rng, 4)
+    w1, w2 = _unit(rng, 2, WDIM), _unit(rng, 2, WDIM)
+    with pytest.raises(ValueError, match="missing"):
+        st.upsert_many([("h1", _segs("one"), v1)])
+    st.upsert_many([("h1", _segs("one"), v1), ("h2", _segs("two"), v2)], whole=[w1, w2])
+    st.flush()
+    hit = st.search_whole(w2[1], 3)[0]
+    assert (hit.content_hash, hit.kind) == ("h2", "caption") and hit.score == pytest.approx(1.0, abs=1e-3)
+    assert {h.kind for h in st.search_whole(w1[0], 10)} == {"full", "caption"}
+    assert st.search_dense(v1[2], 1)[0].kind == "line"
+    st.delete(["h2"])
+    assert {h.content_hash for h in st.search_whole(w2[0], 10)} == {"h1"}
+    st.close()
+
+    # Switching the whole-text model (or turning it off) is refused with one line, until a rebuild.
+    for other in (None, ("w2", WDIM)):
+        with pytest.raises(EmbeddingMismatch, match="reindex --embeddings") as e:
+            _store(home, other, local_dense=local_dense)
+        assert "\n" not in str(e.value)
+    st = _store(home, None, local_dense=local_dense, recreate=True)
+    assert st.search_whole(w1[0], 5) == [] and st.count() == 0
+    st.close()
+
+
+@pytest.mark.slow
+def test_the_local_index_is_repaired_from_milvus_with_its_whole_vectors(home: Path) -> None:
+    home.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    st = _store(home, ("w", WDIM))
+    w1 = _unit(rng, 2, WDIM)
+    st.upsert_many([("h1", _segs("one"), _unit(rng, 4))], whole=[w1])
+    assert st.local is not None
+    path = st.local.path
+    st.close()
+    for p in path.parent.glob(path.name + "*"):  # the local index lost: rebuilt from Milvus
+        p.unlink()
+    st = _store(home, ("w", WDIM))
+    assert st.unembedded == ["h1"] and st.local is not None
+    hit = st.local.search_whole(w1[1], 1)[0]
+    assert (hit.content_hash, hit.kind) == ("h1", "caption") and hit.score == pytest.approx(1.0, abs=1e-3)
+    st.close()
