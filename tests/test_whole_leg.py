@@ -4,9 +4,11 @@ captions, in the local index, in Milvus (a second vector field) and in the fused
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from pixgrep.app import Index, index_paths
 from pixgrep.errors import EmbeddingMismatch
 from pixgrep.localdense import LocalDenseIndex
 from pixgrep.segments import Segment
@@ -126,3 +128,100 @@ def test_the_local_index_is_repaired_from_milvus_with_its_whole_vectors(home: Pa
     hit = st.local.search_whole(w1[1], 1)[0]
     assert (hit.content_hash, hit.kind) == ("h1", "caption") and hit.score == pytest.approx(1.0, abs=1e-3)
     st.close()
+
+
+# The fused search on the stub stages -------------------------------------------------------
+
+
+def _stub_index(stores: Any, whole: str = "stub-whole", **search: float) -> Index:
+    from pixgrep.settings import load_settings
+
+    settings = load_settings(
+        ocr={"engine": "stub"}, embed={"backend": "stub", "whole_backend": whole}, search=search or None
+    )
+    return Index(settings, ocr_workers=0, store_factory=stores)
+
+
+def _memes(d: Path) -> dict[str, Path]:
+    from pixgrep.testing import text_image
+
+    return {
+        "cat": text_image(d / "cat.png", ["my kitten", "sleeps all day"]),
+        "dog": text_image(d / "dog.png", ["the dog", "runs in the park"]),
+        "car": text_image(d / "car.png", ["a fast red car"]),
+    }
+
+
+def test_the_whole_text_leg_is_embedded_stored_and_fused_with_its_weight(tmp_path: Path, home: Path) -> None:
+    from pixgrep.results import explain
+    from pixgrep.testing import StubStores, StubWholeEmbedder
+
+    stores = StubStores()
+    memes = _memes(tmp_path / "m")
+    with _stub_index(stores, whole_weight=1.0, whole_offset=0.1) as ix:
+        index_paths(ix, [str(tmp_path / "m")])
+        st = stores.stores["pixgrep"]
+        # One whole-text vector per whole text or caption, none for regions and lines.
+        assert all(len(st.whole_rows[h]) == 1 for h in st.rows) and len(st.whole_rows) == 3
+        whole = ix.pipeline.whole_embedder
+        assert isinstance(whole, StubWholeEmbedder) and whole.calls[-1] == 3  # one call for the batch's 3 texts
+        content = ix.db.content_of(str(memes["cat"]))
+        assert content is not None and "whole=stub-whole dim=48" in content.versions["embed_cfg"]
+
+        # "feline" shares no word with any meme; only the whole-text model knows kitten and feline are cats.
+        res = ix.search("feline", mode="semantic", all=True)
+        top = res[0]
+        assert top.path == str(memes["cat"]) and top.whole_rank == 1 and top.whole_text == "my kitten\nsleeps all day"
+        assert top.whole_score == pytest.approx(1 / np.sqrt(5), abs=1e-3)
+        # relevance = dense_weight * cosine + whole_weight * (cosine - offset), each leg's best segment.
+        want = 0.5 * max(top.dense_score or 0.0, 0.0) + 1.0 * (top.whole_score - 0.1)
+        assert top.relevance == pytest.approx(want, abs=1e-3)
+        assert any(line.startswith("whole    cosine 0.447 (rank 1)") for line in explain(top.to_json()))
+        # Keyword mode asks for no dense leg, and so none of the two.
+        assert all(r.whole_rank is None for r in ix.search("kitten", mode="keyword"))
+
+    with _stub_index(stores, whole_weight=0.0) as ix:  # the same index, the whole-text leg weighed at nothing
+        res = ix.search("feline", mode="semantic", all=True)
+        assert all(r.relevance == pytest.approx(0.5 * max(r.dense_score or 0.0, 0.0), abs=1e-3) for r in res)
+
+
+def test_the_offset_keeps_low_whole_text_cosines_out(tmp_path: Path, home: Path) -> None:
+    from pixgrep.testing import StubStores
+
+    stores = StubStores()
+    memes = _memes(tmp_path / "m")
+    with _stub_index(stores, whole_weight=1.0, whole_offset=0.5) as ix:  # 0.447 is below the offset
+        index_paths(ix, [str(tmp_path / "m")])
+        top = next(r for r in ix.search("feline", mode="semantic", all=True) if r.path == str(memes["cat"]))
+        assert top.whole_rank == 1
+        assert top.relevance == pytest.approx(0.5 * max(top.dense_score or 0.0, 0.0), abs=1e-3)
+
+
+def test_switching_the_whole_text_model_needs_reindex_embeddings(tmp_path: Path, home: Path) -> None:
+    from pixgrep.app import reindex
+    from pixgrep.testing import StubStores
+
+    stores = StubStores()
+    memes = _memes(tmp_path / "m")
+    with _stub_index(stores, whole="") as ix:
+        index_paths(ix, [str(tmp_path / "m")])
+        assert ix.search("feline", mode="semantic", all=True)[0].whole_rank is None
+    with _stub_index(stores, whole_weight=1.0, whole_offset=0.1) as ix:
+        content = ix.db.content_of(str(memes["cat"]))
+        assert content is not None and "embed" in ix.pipeline.stale_stages(content)
+        with pytest.raises(EmbeddingMismatch, match="whole"):
+            ix.search("feline", mode="semantic")
+        assert reindex(ix, embeddings=True).embed == 3
+        top = ix.search("feline", mode="semantic", all=True)[0]
+        assert top.path == str(memes["cat"]) and top.whole_rank == 1
+        content = ix.db.content_of(str(memes["cat"]))
+        assert content is not None and not ix.pipeline.stale_stages(content)
+    with _stub_index(stores, whole="") as ix, pytest.raises(EmbeddingMismatch):  # and back: refused too
+        ix.search("feline", mode="semantic")
+
+
+def test_an_unknown_whole_text_backend_is_a_config_error(home: Path) -> None:
+    from pixgrep.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="whole_backend"):
+        load_settings(embed={"whole_backend": "nope"})

@@ -91,6 +91,7 @@ class Index:
             query,
             store=self._search_store(),
             embedder=p.embedder if use_dense else None,
+            whole_embedder=p.whole_embedder if use_dense else None,
             db=self.db,
             settings=self.settings.search,
             mode=mode,

@@ -150,6 +150,9 @@ def explain(r: dict[str, Any]) -> list[str]:
         out.append(f"dense    cosine {dn:.3f} (rank {r.get('dense_rank')}): {_one_line(r.get('dense_text') or '')}")
     else:
         out.append("dense    no match")
+    wh = r.get("whole_score")
+    if wh is not None:
+        out.append(f"whole    cosine {wh:.3f} (rank {r.get('whole_rank')}): {_one_line(r.get('whole_text') or '')}")
     out.append(f"fused    {r.get('score', 0.0):.4f}, relevance {r.get('relevance', 0.0):.3f}")
     return out
 

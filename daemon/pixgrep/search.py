@@ -3,7 +3,10 @@
 Each leg returns segments (whole text, regions, lines, captions); segments
 are grouped by content hash, keeping each image's best segment per leg, and
 the per-image ranks are fused with reciprocal rank fusion (default) or a
-weighted sum of normalised scores.
+weighted sum of normalised scores. With a whole-text model
+(``embed.whole_backend``) a second dense leg searches the whole texts and
+captions by that model's vectors, weighted by ``search.whole_weight`` above
+``search.whole_offset``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Result:
     # covers, and the relevance the floor judges (coverage^2 * kw weight + cosine * dense weight).
     keyword_text: str | None = None
     dense_text: str | None = None
+    # The whole-text leg (embed.whole_backend), when there is one.
+    whole_rank: int | None = None
+    whole_score: float | None = None
+    whole_text: str | None = None
     coverage: float | None = None
     relevance: float = 0.0
 
@@ -70,12 +77,13 @@ def search(
     min_score: float | None = None,
     path_ok: Callable[[str], bool] | None = None,
     source: str | None = None,
+    whole_embedder: Embedder | None = None,
 ) -> list[Result]:
     """Ranked images for ``query``.
 
     ``min_score`` drops images whose relevance is below it (the "no good match" floor);
     ``path_ok`` keeps only paths it accepts (date and type filters); ``source`` keeps only
-    segments of that source (ocr or caption).
+    segments of that source (ocr or caption); ``whole_embedder`` adds the whole-text leg.
     """
     check_search(query, limit)  # raises QueryRefused (a ValueError): 0 is not "the default"
     mode = mode or settings.mode
@@ -88,7 +96,11 @@ def search(
     fetch = min(max(limit * 8, 50) * (4 if filtered else 1), 2000)
 
     kw_hits, dense_hits = _legs(query, mode, store=store, embedder=embedder, fetch=fetch, source=source)
-    legs = _Legs(query, kw_hits, dense_hits, settings)
+    whole_hits: dict[str, tuple[int, Hit]] = {}
+    if whole_embedder is not None and mode in ("hybrid", "semantic"):
+        vec = embed_queries(whole_embedder, [query])[0]
+        whole_hits = _best_per_image(_of_source(store.search_whole(vec, fetch), source))
+    legs = _Legs(query, kw_hits, dense_hits, settings, whole_hits)
     ranked = sorted(legs.scores.items(), key=lambda kv: kv[1], reverse=True)
     if min_score is not None:
         ranked = [(h, score) for h, score in ranked if legs.relevance.get(h, 0.0) >= min_score]
@@ -138,7 +150,7 @@ def _legs(
 
 
 class _Legs:
-    """The two legs' hits of one query, fused into scores, with each image's relevance."""
+    """The legs' hits of one query, fused into scores, with each image's relevance."""
 
     def __init__(
         self,
@@ -146,23 +158,33 @@ class _Legs:
         kw_hits: dict[str, tuple[int, Hit]],
         dense_hits: dict[str, tuple[int, Hit]],
         settings: SearchSettings,
+        whole_hits: dict[str, tuple[int, Hit]] | None = None,
     ) -> None:
         self.query = query
         self.kw_hits = kw_hits
         self.dense_hits = dense_hits
+        self.whole_hits = whole_hits or {}
         # How much of the query the best keyword segment covers, squared, plus the cosine: the
         # weighted fusion score, and the relevance the floor judges whatever the fusion.
         self.cover = {h: textnorm.coverage(query, hit.text) for h, (_, hit) in kw_hits.items()}
         self.relevance = {h: settings.keyword_weight * c**2 for h, c in self.cover.items()}
         for h, (_, hit) in dense_hits.items():
             self.relevance[h] = self.relevance.get(h, 0.0) + settings.dense_weight * max(hit.score, 0.0)
+        # The whole-text model's cosines sit high for anything (e5: 0.7-0.9), so only what is above the offset counts.
+        for h, (_, hit) in self.whole_hits.items():
+            above = max(hit.score - settings.whole_offset, 0.0)
+            self.relevance[h] = self.relevance.get(h, 0.0) + settings.whole_weight * above
         if settings.fusion == "rrf":
             k = settings.rrf_k
             self.scores: dict[str, float] = {}
-            for h, (rank, _) in kw_hits.items():
-                self.scores[h] = self.scores.get(h, 0.0) + settings.keyword_weight / (k + rank)
-            for h, (rank, _) in dense_hits.items():
-                self.scores[h] = self.scores.get(h, 0.0) + settings.dense_weight / (k + rank)
+            legs = (
+                (kw_hits, settings.keyword_weight),
+                (dense_hits, settings.dense_weight),
+                (self.whole_hits, settings.whole_weight),
+            )
+            for hits, weight in legs:
+                for h, (rank, _) in hits.items():
+                    self.scores[h] = self.scores.get(h, 0.0) + weight / (k + rank)
         else:
             # BM25 finds the candidates; how much of the query the segment covers scores them,
             # so a partial keyword match doesn't outrank a close paraphrase.
@@ -171,8 +193,9 @@ class _Legs:
     def result(self, h: str, score: float, plist: list[str]) -> Result:
         kw = self.kw_hits.get(h)
         dn = self.dense_hits.get(h)
+        wh = self.whole_hits.get(h)
         # Show the keyword segment when there is one: it carries the visible match.
-        best = kw[1] if kw else dn[1]  # type: ignore[index]
+        best = next(x[1] for x in (kw, dn, wh) if x)
         snip, spans = textnorm.snippet(best.text, self.query)
         return Result(
             path=plist[0],
@@ -189,6 +212,9 @@ class _Legs:
             dense_score=round(dn[1].score, 4) if dn else None,
             keyword_text=kw[1].text if kw else None,
             dense_text=dn[1].text if dn else None,
+            whole_rank=wh[0] if wh else None,
+            whole_score=round(wh[1].score, 4) if wh else None,
+            whole_text=wh[1].text if wh else None,
             coverage=round(self.cover[h], 4) if h in self.cover else None,
             relevance=round(self.relevance.get(h, 0.0), 6),
         )
