@@ -45,11 +45,14 @@ def grow(sb: Sandbox, start: int, stop: int) -> float:
 def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
     from pixgrep.catalog import Catalog
     from pixgrep.settings import load_settings
-    from pixgrep.store import open_store
+    from pixgrep.store import DOC_KINDS, open_store, whole_identity
 
     settings = load_settings(home=home)
     db = Catalog(settings.db_path)
     store = open_store(settings, embed_name="use-multilingual-v3", dim=512)
+    # embed.whole_backend set (PIXGREP_EMBED__WHOLE_BACKEND): random whole-text vectors too, from their own stream.
+    whole = whole_identity(settings)
+    wrng = np.random.default_rng(start + 1_000_003)
     rng = np.random.default_rng(start)
     pyrng = random.Random(start)
     weights = 1.0 / np.arange(1, len(vocab) + 1)
@@ -57,7 +60,7 @@ def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
     chunk = 2000
     for lo in range(start, stop, chunk):
         hi = min(stop, lo + chunk)
-        items = []
+        items, wholes = [], []
         rows_c, rows_p = [], []
         for i in range(lo, hi):
             h = f"{i:032x}"
@@ -69,9 +72,12 @@ def _grow(home: str, start: int, stop: int, vocab: list[str]) -> None:
             v = rng.standard_normal((len(segs), 512)).astype(np.float32)
             v /= np.linalg.norm(v, axis=1, keepdims=True)
             items.append((h, segs, v))
+            if whole:
+                w = wrng.standard_normal((sum(s.kind in DOC_KINDS for s in segs), whole[1])).astype(np.float32)
+                wholes.append(w / np.linalg.norm(w, axis=1, keepdims=True))
             rows_c.append((h, full))
             rows_p.append((f"/synthetic/{i // 1000:03d}/img{i:07d}.jpg", h, i))
-        store.upsert_many(items)
+        store.upsert_many(items, whole=wholes if whole else None)
         db.seed(
             [{"hash": h, "status": "done", "source": "ocr", "text": full, "attempts": 1} for h, full in rows_c],
             [{"path": p, "content_hash": h, "size": 1, "mtime_ns": 1, "inode": ino} for p, h, ino in rows_p],
