@@ -10,6 +10,7 @@ type is complete when it is made: nothing is filled in later.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -153,26 +154,28 @@ def embed(batch: Sequence[Segmented], embedder: Embedder, whole: Embedder | None
     model for the whole texts and captions only (one more call)."""
     texts = [seg.text for s in batch for seg in s.segments]
     vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-    docs = [[seg.text for seg in s.segments if seg.kind in DOC_KINDS] for s in batch]
-    flat = [t for d in docs for t in d]
-    wvecs = None if whole is None else whole.embed(flat) if flat else np.zeros((0, whole.dim), dtype=np.float32)
-    out, off, woff = [], 0, 0
-    for s, d in zip(batch, docs, strict=True):
-        w = None if wvecs is None else wvecs[woff : woff + len(d)]
+    wvecs = _embed_whole(batch, whole) if whole is not None else [None] * len(batch)
+    out, off = [], 0
+    for s, w in zip(batch, wvecs, strict=True):
         out.append(Embedded(s, vectors[off : off + len(s.segments)], w))
         off += len(s.segments)
-        woff += len(d)
     return out
+
+
+def _embed_whole(batch: Sequence[Segmented], whole: Embedder) -> list[np.ndarray | None]:
+    """The whole-text model's vectors of each item's whole texts and captions, one call for the batch."""
+    docs = [[seg.text for seg in s.segments if seg.kind in DOC_KINDS] for s in batch]
+    flat = [t for d in docs for t in d]
+    vecs = whole.embed(flat) if flat else np.zeros((0, whole.dim), dtype=np.float32)
+    bounds = np.cumsum([0, *(len(d) for d in docs)])
+    return [vecs[lo:hi] for lo, hi in itertools.pairwise(bounds)]
 
 
 def write(batch: Sequence[Embedded], store: VectorStore) -> None:
     """Replace each content's rows in the store (before the books say done: see pixgrep.catalog)."""
-    whole = [e.whole for e in batch]
-    if all(w is None for w in whole):
-        store.upsert_many([e.store_item() for e in batch])
+    items = [e.store_item() for e in batch]
+    whole = [e.whole for e in batch if e.whole is not None]
+    if whole:
+        store.upsert_many(items, whole=whole)
     else:
-        store.upsert_many([e.store_item() for e in batch], whole=[_rows(w) for w in whole])
-
-
-def _rows(w: np.ndarray | None) -> np.ndarray:
-    return w if w is not None else np.zeros((0, 0), dtype=np.float32)
+        store.upsert_many(items)

@@ -206,33 +206,33 @@ class LocalDenseIndex:
                         doc_ids.append(self._next_id)
                     vecs.append(v)
                     self._next_id += 1
-            wvecs = self._whole_rows(whole, len(doc_ids))
-            wrows = (
-                [(i, w.astype(np.float16).tobytes()) for i, w in zip(doc_ids, wvecs, strict=True)]
-                if self.whole_dim
-                else []
-            )
+            wvecs, wrows = self._whole_rows(whole, doc_ids)
             self._file.replace(old, rows, kws, wrows)
-            for index in (self._index, self._whole):
-                if old and index is not None:
-                    index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
+            self._remove(old)
             if rows:
                 ids = np.asarray([r[0] for r in rows], dtype=np.int64)
                 self._index.add_with_ids(np.vstack(vecs).reshape(-1, self.dim), ids)  # type: ignore[attr-defined]
-            if len(wvecs):
+            if wrows:
                 self._whole.add_with_ids(wvecs, np.asarray(doc_ids, dtype=np.int64))  # type: ignore[attr-defined]
 
-    def _whole_rows(self, whole: Sequence[np.ndarray] | None, docs: int) -> np.ndarray:
-        """The whole-text vectors of one write, one per document row; refused if they don't fit."""
-        if not self.whole_dim:
-            return np.zeros((0, 0), dtype=np.float32)
+    def _whole_rows(self, whole: Sequence[np.ndarray] | None, ids: list[int]) -> tuple[np.ndarray, list[Any]]:
+        """The whole-text vectors of one write, one per document row, and their (id, float16 bytes)
+        rows; none without a whole-text model. Refused if they don't fit."""
+        dim = self.whole_dim
+        if not dim:
+            return np.zeros((0, 0), dtype=np.float32), []
         w = np.vstack(
-            [np.asarray(x, dtype=np.float32).reshape(-1, self.whole_dim) for x in whole or ()]
-            or [np.zeros((0, self.whole_dim), dtype=np.float32)]
+            [np.zeros((0, dim), np.float32)] + [np.asarray(x, np.float32).reshape(-1, dim) for x in whole or ()]
         )
-        if len(w) != docs:
-            raise ValueError(f"{docs} documents but {len(w)} whole-text vectors")
-        return w
+        if len(w) != len(ids):
+            raise ValueError(f"{len(ids)} documents but {len(w)} whole-text vectors")
+        return w, [(i, v.astype(np.float16).tobytes()) for i, v in zip(ids, w, strict=True)]
+
+    def _remove(self, ids: Sequence[int]) -> None:
+        """Drop ``ids`` from the in-memory indexes (the caller holds the lock)."""
+        for index in (self._index, self._whole) if ids else ():
+            if index is not None:
+                index.remove_ids(np.asarray(ids, dtype=np.int64))  # type: ignore[attr-defined]
 
     def delete(self, hashes: Sequence[str]) -> None:
         with self._lock:
@@ -240,9 +240,7 @@ class LocalDenseIndex:
             if not old:
                 return
             self._file.replace(old, [])
-            for index in (self._index, self._whole):
-                if index is not None:
-                    index.remove_ids(np.asarray(old, dtype=np.int64))  # type: ignore[attr-defined]
+            self._remove(old)
 
     def clear(self) -> None:
         with self._lock:

@@ -96,10 +96,7 @@ def search(
     fetch = min(max(limit * 8, 50) * (4 if filtered else 1), 2000)
 
     kw_hits, dense_hits = _legs(query, mode, store=store, embedder=embedder, fetch=fetch, source=source)
-    whole_hits: dict[str, tuple[int, Hit]] = {}
-    if whole_embedder is not None and mode in ("hybrid", "semantic"):
-        vec = embed_queries(whole_embedder, [query])[0]
-        whole_hits = _best_per_image(_of_source(store.search_whole(vec, fetch), source))
+    whole_hits = _whole_leg(query, mode, store=store, embedder=whole_embedder, fetch=fetch, source=source)
     legs = _Legs(query, kw_hits, dense_hits, settings, whole_hits)
     ranked = sorted(legs.scores.items(), key=lambda kv: kv[1], reverse=True)
     if min_score is not None:
@@ -149,6 +146,33 @@ def _legs(
     return kw_hits, dense_hits
 
 
+def _whole_leg(
+    query: str, mode: str, *, store: Searcher, embedder: Embedder | None, fetch: int, source: str | None
+) -> dict[str, tuple[int, Hit]]:
+    """The whole-text leg's best segment per image (none without a whole-text model, or in keyword mode)."""
+    if embedder is None or mode not in ("hybrid", "semantic"):
+        return {}
+    vec = embed_queries(embedder, [query])[0]
+    return _best_per_image(_of_source(store.search_whole(vec, fetch), source))
+
+
+def _rrf(legs: list[tuple[dict[str, tuple[int, Hit]], float]], k: int) -> dict[str, float]:
+    """Reciprocal rank fusion: per image, the sum over the legs of weight / (k + rank)."""
+    scores: dict[str, float] = {}
+    for hits, weight in legs:
+        for h, (rank, _) in hits.items():
+            scores[h] = scores.get(h, 0.0) + weight / (k + rank)
+    return scores
+
+
+def _leg_fields(name: str, entry: tuple[int, Hit] | None) -> dict[str, Any]:
+    """A leg's rank, score and segment as Result fields (none where the leg missed the image)."""
+    if entry is None:
+        return {}
+    rank, hit = entry
+    return {f"{name}_rank": rank, f"{name}_score": round(hit.score, 4), f"{name}_text": hit.text}
+
+
 class _Legs:
     """The legs' hits of one query, fused into scores, with each image's relevance."""
 
@@ -175,16 +199,8 @@ class _Legs:
             above = max(hit.score - settings.whole_offset, 0.0)
             self.relevance[h] = self.relevance.get(h, 0.0) + settings.whole_weight * above
         if settings.fusion == "rrf":
-            k = settings.rrf_k
-            self.scores: dict[str, float] = {}
-            legs = (
-                (kw_hits, settings.keyword_weight),
-                (dense_hits, settings.dense_weight),
-                (self.whole_hits, settings.whole_weight),
-            )
-            for hits, weight in legs:
-                for h, (rank, _) in hits.items():
-                    self.scores[h] = self.scores.get(h, 0.0) + weight / (k + rank)
+            weights = (settings.keyword_weight, settings.dense_weight, settings.whole_weight)
+            self.scores = _rrf(list(zip((kw_hits, dense_hits, self.whole_hits), weights, strict=True)), settings.rrf_k)
         else:
             # BM25 finds the candidates; how much of the query the segment covers scores them,
             # so a partial keyword match doesn't outrank a close paraphrase.
@@ -206,15 +222,9 @@ class _Legs:
             snippet=snip,
             spans=spans,
             other_paths=plist[1:],
-            keyword_rank=kw[0] if kw else None,
-            keyword_score=round(kw[1].score, 4) if kw else None,
-            dense_rank=dn[0] if dn else None,
-            dense_score=round(dn[1].score, 4) if dn else None,
-            keyword_text=kw[1].text if kw else None,
-            dense_text=dn[1].text if dn else None,
-            whole_rank=wh[0] if wh else None,
-            whole_score=round(wh[1].score, 4) if wh else None,
-            whole_text=wh[1].text if wh else None,
+            **_leg_fields("keyword", kw),
+            **_leg_fields("dense", dn),
+            **_leg_fields("whole", wh),
             coverage=round(self.cover[h], 4) if h in self.cover else None,
             relevance=round(self.relevance.get(h, 0.0), 6),
         )

@@ -125,6 +125,46 @@ class VectorStore(Searcher, Protocol):
         ...
 
 
+def _row(content_hash: str, i: int, seg: Segment, vec: np.ndarray) -> dict[str, Any]:
+    """The Milvus row of one segment; a document's has its keyword text."""
+    row = {
+        "id": f"{content_hash}:{i}",
+        "content_hash": content_hash,
+        "kind": seg.kind,
+        "source": seg.source,
+        "text": seg.text[:MAX_TEXT],
+        "dense": np.asarray(vec, dtype=np.float32).tolist(),
+    }
+    if seg.kind in DOC_KINDS:
+        # A row needs at least one token for BM25; "∅" never matches a query token.
+        row["kw"] = seg.kw[:MAX_KW] or "∅"
+    return row
+
+
+def _gather(into: tuple[list[Segment], list[np.ndarray], list[np.ndarray]], r: dict[str, Any]) -> None:
+    """Add a Milvus row to its content's segments, vectors and (a document's, where kept) whole-text vectors."""
+    from pixgrep import textnorm
+
+    segs, vecs, wvecs = into
+    kw = textnorm.document_tokens(r["text"]) if r["kind"] in DOC_KINDS else ""
+    segs.append(Segment(r["kind"], r["source"], r["text"], kw))
+    vecs.append(np.asarray(r["dense"], dtype=np.float32))
+    if "whole" in r:
+        wvecs.append(np.asarray(r["whole"], dtype=np.float32).reshape(1, -1))
+
+
+def _item_rows(
+    content_hash: str, segments: Sequence[Segment], vectors: np.ndarray, whole: np.ndarray | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Milvus rows of one content: its documents (with their whole-text vectors, if given) and its parts."""
+    rows = [_row(content_hash, i, seg, vec) for i, (seg, vec) in enumerate(zip(segments, vectors, strict=True))]
+    docs = [r for r in rows if "kw" in r]
+    if whole is not None:
+        for r, w in zip(docs, whole, strict=True):
+            r["whole"] = np.asarray(w, dtype=np.float32).tolist()
+    return docs, [r for r in rows if "kw" not in r]
+
+
 def _wrap(e: Exception, what: str) -> StoreUnavailable:
     return StoreUnavailable(f"Milvus {what} failed: {str(e).splitlines()[0][:300]}")
 
@@ -158,8 +198,7 @@ class MilvusStore:
         self.embed_name = embed_name
         self.dim = dim
         # The whole-text model (name, dim), if one is configured: a second vector field of the documents.
-        self.whole_name: str | None = whole[0] if whole else None
-        self.whole_dim = whole[1] if whole else 0
+        self.whole = whole
         self.timeout = timeout
         self.flush_rows = flush_rows
         self._unflushed = 0
@@ -198,6 +237,14 @@ class MilvusStore:
                 litehost.release(self._lite_data)
             raise
 
+    @property
+    def whole_name(self) -> str | None:
+        return self.whole[0] if self.whole else None
+
+    @property
+    def whole_dim(self) -> int:
+        return self.whole[1] if self.whole else 0
+
     def _setup(self, recreate: bool, local_dense: bool | None) -> None:
         collection, uri = self.collection, self.uri
         if recreate:
@@ -217,26 +264,7 @@ class MilvusStore:
     def _ensure_collections(self, *, parts: bool) -> None:
         try:
             if self.client.has_collection(self.collection):
-                props = self.client.describe_collection(self.collection).get("properties", {})
-                have_model, have_dim = props.get("pixgrep.embed_model"), props.get("pixgrep.dim")
-                if have_model != self.embed_name or str(have_dim) != str(self.dim):
-                    raise EmbeddingMismatch(
-                        f"collection {self.collection!r} holds vectors of {have_model} (dim {have_dim}), "
-                        f"but the embedder is now {self.embed_name} (dim {self.dim}); "
-                        "run `pixgrep reindex --embeddings` to rebuild it, or change embed.backend back"
-                    )
-                have_whole = props.get("pixgrep.whole_model")
-                if have_whole != self.whole_name or str(props.get("pixgrep.whole_dim", 0)) != str(self.whole_dim):
-                    raise EmbeddingMismatch(
-                        f"collection {self.collection!r} holds whole-text vectors of {have_whole or 'no model'}, "
-                        f"but embed.whole_backend is now {self.whole_name or 'none'}; "
-                        "run `pixgrep reindex --embeddings` to rebuild it, or change embed.whole_backend back"
-                    )
-                if props.get("pixgrep.layout") != LAYOUT:
-                    raise EmbeddingMismatch(
-                        f"collection {self.collection!r} was written by an older pixgrep (one collection for "
-                        "all segments); run `pixgrep reindex --embeddings` to rebuild it without OCR"
-                    )
+                self._check_properties(self.client.describe_collection(self.collection).get("properties", {}))
             else:
                 self._create(self.collection, keyword=True)
             if parts and not self.client.has_collection(self.parts):
@@ -253,6 +281,28 @@ class MilvusStore:
             raise
         except Exception as e:
             raise _wrap(e, "collection setup") from e
+
+    def _check_properties(self, props: dict[str, Any]) -> None:
+        """Raise EmbeddingMismatch unless the collection holds vectors of the configured models, in this layout."""
+        have_model, have_dim = props.get("pixgrep.embed_model"), props.get("pixgrep.dim")
+        if have_model != self.embed_name or str(have_dim) != str(self.dim):
+            raise EmbeddingMismatch(
+                f"collection {self.collection!r} holds vectors of {have_model} (dim {have_dim}), "
+                f"but the embedder is now {self.embed_name} (dim {self.dim}); "
+                "run `pixgrep reindex --embeddings` to rebuild it, or change embed.backend back"
+            )
+        have_whole = props.get("pixgrep.whole_model")
+        if have_whole != self.whole_name or str(props.get("pixgrep.whole_dim", 0)) != str(self.whole_dim):
+            raise EmbeddingMismatch(
+                f"collection {self.collection!r} holds whole-text vectors of {have_whole or 'no model'}, "
+                f"but embed.whole_backend is now {self.whole_name or 'none'}; "
+                "run `pixgrep reindex --embeddings` to rebuild it, or change embed.whole_backend back"
+            )
+        if props.get("pixgrep.layout") != LAYOUT:
+            raise EmbeddingMismatch(
+                f"collection {self.collection!r} was written by an older pixgrep (one collection for "
+                "all segments); run `pixgrep reindex --embeddings` to rebuild it without OCR"
+            )
 
     def _create(self, name: str, *, keyword: bool) -> None:
         from pymilvus import DataType, Function, FunctionType
@@ -285,16 +335,7 @@ class MilvusStore:
         whole = keyword and self.whole_name is not None
         if whole:
             s.add_field("whole", DataType.FLOAT_VECTOR, dim=self.whole_dim)
-        ip = self.client.prepare_index_params()
-        # Vectors are L2-normalised, so inner product is cosine; Milvus Lite's COSINE
-        # re-normalises every stored vector on every query, IP does not (2x faster here).
-        index = self.params.index if self.params.index != "auto" else ("FLAT" if self.is_lite else "HNSW")
-        for field in ("dense", "whole") if whole else ("dense",):
-            if index == "HNSW":
-                hnsw = {"M": self.params.hnsw_m, "efConstruction": self.params.hnsw_ef_construction}
-                ip.add_index(field, index_type="HNSW", metric_type="IP", params=hnsw)
-            else:
-                ip.add_index(field, index_type="FLAT", metric_type="IP")
+        ip = self._index_params(("dense", "whole") if whole else ("dense",))
         if keyword:
             ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.is_lite:
@@ -312,6 +353,19 @@ class MilvusStore:
             properties=props,
         )
         log.info("created collection %s for %s (dim %d) at %s", name, self.embed_name, self.dim, self.uri)
+
+    def _index_params(self, fields: tuple[str, ...]) -> Any:
+        ip = self.client.prepare_index_params()
+        # Vectors are L2-normalised, so inner product is cosine; Milvus Lite's COSINE
+        # re-normalises every stored vector on every query, IP does not (2x faster here).
+        index = self.params.index if self.params.index != "auto" else ("FLAT" if self.is_lite else "HNSW")
+        for field in fields:
+            if index == "HNSW":
+                hnsw = {"M": self.params.hnsw_m, "efConstruction": self.params.hnsw_ef_construction}
+                ip.add_index(field, index_type="HNSW", metric_type="IP", params=hnsw)
+            else:
+                ip.add_index(field, index_type="FLAT", metric_type="IP")
+        return ip
 
     def _collections(self) -> tuple[str, ...]:
         """The collections in Milvus: the parts only where no local index holds them (or not yet)."""
@@ -371,23 +425,16 @@ class MilvusStore:
             self.unembedded = sorted(missing)
 
     def _copy_rows(self, local: LocalDenseIndex, only: set[str] | None) -> None:
-        from pixgrep import textnorm
 
         # A content's rows may be in both collections: gather them all before replacing.
         by_hash: dict[str, tuple[list[Segment], list[np.ndarray], list[np.ndarray]]] = {}
         for batch in self._iter_rows(["content_hash", "kind", "source", "text", "dense"]):
             for r in batch:
-                if only is not None and r["content_hash"] not in only:
-                    continue
-                segs, vecs, wvecs = by_hash.setdefault(r["content_hash"], ([], [], []))
-                kw = textnorm.document_tokens(r["text"]) if r["kind"] in DOC_KINDS else ""
-                segs.append(Segment(r["kind"], r["source"], r["text"], kw))
-                vecs.append(np.asarray(r["dense"], dtype=np.float32))
-                if "whole" in r:
-                    wvecs.append(np.asarray(r["whole"], dtype=np.float32).reshape(1, -1))
+                if only is None or r["content_hash"] in only:
+                    _gather(by_hash.setdefault(r["content_hash"], ([], [], [])), r)
         items = [(h, segs, np.vstack(vecs)) for h, (segs, vecs, _) in by_hash.items()]
-        whole = [np.vstack(w or [np.zeros((0, self.whole_dim), np.float32)]) for _, _, w in by_hash.values()]
-        local.replace(items, whole if self.whole_name else None)
+        whole = [np.vstack([np.zeros((0, self.whole_dim), np.float32), *w]) for _, _, w in by_hash.values()]
+        local.replace(items, whole if self.whole else None)
 
     def _iter_rows(self, fields: list[str]) -> Any:
         """Every row of both collections, in batches, grouped so a content's rows share a batch."""
@@ -423,30 +470,23 @@ class MilvusStore:
     def upsert(self, content_hash: str, segments: Sequence[Segment], vectors: np.ndarray) -> None:
         self.upsert_many([(content_hash, segments, vectors)])
 
-    def upsert_many(self, items: Sequence[StoreItem], whole: Sequence[np.ndarray] | None = None) -> None:
-        docs: list[dict[str, Any]] = []
-        parts: list[dict[str, Any]] = []
+    def _rows(
+        self, items: Sequence[StoreItem], whole: Sequence[np.ndarray] | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Milvus rows of ``items``: the documents, and the parts (none where the local index holds them)."""
         if (whole is not None) != (self.whole_name is not None):
             raise ValueError(f"whole-text vectors {'given' if whole is not None else 'missing'} for {self.collection}")
+        docs: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []
         for n, (content_hash, segments, vectors) in enumerate(items):
-            wvecs = iter(whole[n]) if whole is not None else None
-            for i, (seg, vec) in enumerate(zip(segments, vectors, strict=True)):
-                row = {
-                    "id": f"{content_hash}:{i}",
-                    "content_hash": content_hash,
-                    "kind": seg.kind,
-                    "source": seg.source,
-                    "text": seg.text[:MAX_TEXT],
-                    "dense": np.asarray(vec, dtype=np.float32).tolist(),
-                }
-                if seg.kind in DOC_KINDS:
-                    # A row needs at least one token for BM25; "∅" never matches a query token.
-                    row["kw"] = seg.kw[:MAX_KW] or "∅"
-                    if wvecs is not None:
-                        row["whole"] = np.asarray(next(wvecs), dtype=np.float32).tolist()
-                    docs.append(row)
-                elif self.local is None:
-                    parts.append(row)
+            d, p = _item_rows(content_hash, segments, vectors, None if whole is None else whole[n])
+            docs += d
+            if self.local is None:
+                parts += p
+        return docs, parts
+
+    def upsert_many(self, items: Sequence[StoreItem], whole: Sequence[np.ndarray] | None = None) -> None:
+        docs, parts = self._rows(items, whole)
         hashes = [h for h, _, _ in items]
 
         if self.local is not None:
