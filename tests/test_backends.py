@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from pixgrep.backend import Backend, LocalBackend
 from pixgrep.errors import NoIndex
+from pixgrep.request import SearchRequest
 from pixgrep.service.api import ApiError, ApiServer
 from pixgrep.settings import ExitCode, Settings, load_settings
 from pixgrep_cli import commands
 from pixgrep_cli.remote import DaemonError, DaemonUnavailable, RemoteBackend
+from pixgrep_cli.show import Show
 
 
 class Recording:
@@ -35,13 +37,12 @@ class Recording:
         self.calls.append(("status", failed))
         return {"counts": {"indexed": 3}, "daemon": {"running": True, "pid": 1}, "watched": [], "roots": []}
 
-    def search(
-        self, query: str, *, limit: int | None, mode: str | None, in_dir: str | None, **filters: Any
-    ) -> list[dict[str, Any]]:
-        self.calls.append(("search", (query, limit, mode, in_dir, filters)))
-        if query == "refuse":
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        self.calls.append(("search", request))
+        q = request.query
+        if q == "refuse":
             raise ApiError(503, "the daemon is starting; try again in a moment")
-        return [{"path": "/p/a.jpg", "score": 0.5, "source": "ocr", "text": query, "snippet": query, "spans": []}]
+        return [{"path": "/p/a.jpg", "score": 0.5, "source": "ocr", "text": q, "snippet": q, "spans": []}]
 
     def index(self, paths: list[str], *, force: bool, on_total: Any = None, on_outcome: Any = None) -> dict[str, Any]:
         self.calls.append(("index", (paths, force)))
@@ -85,22 +86,18 @@ def test_remote_backend_round_trips_every_operation(settings: Settings, served: 
     b: Backend = remote
     assert b.health()["state"] == "running"
     assert b.status(failed=True)["counts"] == {"indexed": 3}
-    assert b.search("今天", limit=5, mode="keyword", in_dir="/p")[0]["text"] == "今天"
-    b.search("x", limit=None, mode=None, in_dir=None, all=True, since=1.5, types=["gif"], source="ocr")
+    plain = SearchRequest("今天", limit=5, mode="keyword", in_dir="/p")
+    assert b.search(plain)[0]["text"] == "今天"
+    filtered = SearchRequest("x", all=True, since=1.5, until=2.0, types=("GIF", "jpg"), source="ocr")
+    b.search(filtered)
     assert b.index(["/p/a.jpg", "/p/b"], force=True) == {"queued": 2}
     assert b.reindex(stale=True, embeddings=False, all=False, failed=False)["embed"] == 2
     assert b.watch("/p", polling=True)["mode"] == "polling"
     assert b.unwatch("/p", forget=True)["forgotten"] == 4
     assert served.calls == [
         ("status", True),
-        (
-            "search",
-            ("今天", 5, "keyword", "/p", {"all": False, "since": None, "until": None, "types": [], "source": None}),
-        ),
-        (
-            "search",
-            ("x", None, None, None, {"all": True, "since": 1.5, "until": None, "types": ["gif"], "source": "ocr"}),
-        ),
+        ("search", plain),
+        ("search", filtered),
         ("index", (["/p/a.jpg", "/p/b"], True)),
         ("reindex", (True, False, False, False)),
         ("watch", ("/p", True)),
@@ -111,9 +108,12 @@ def test_remote_backend_round_trips_every_operation(settings: Settings, served: 
 def test_remote_backend_reports_the_daemons_refusal(settings: Settings, served: Recording) -> None:
     remote = RemoteBackend(settings.socket_path)
     with pytest.raises(DaemonError, match="try again in a moment"):
-        remote.search("refuse", limit=None, mode=None, in_dir=None)
-    with pytest.raises(DaemonError, match="limit"):
-        remote.search("x", limit=0, mode=None, in_dir=None)  # the API validates the body
+        remote.search(SearchRequest("refuse"))
+    with pytest.raises(DaemonError, match="limit"):  # the API validates the body too, not only the client
+        remote.request("POST", "/v1/search", {"query": "x", "limit": 0})
+    with pytest.raises(DaemonError, match="since is after"):
+        remote.request("POST", "/v1/search", {"query": "x", "since": 2.0, "until": 1.0})
+    assert served.calls == [("search", SearchRequest("refuse"))]
 
 
 def test_no_daemon_means_no_remote_backend(settings: Settings, tmp_path: Path) -> None:
@@ -143,9 +143,7 @@ def test_the_cli_uses_the_daemon_when_it_answers(
     assert "queued 1 files with the running daemon" in capsys.readouterr().out
     assert commands.run_reindex(settings, stale=True, embeddings=False, everything=False) == 0
     assert "re-ran OCR on 1, captions on 0, embeddings on 2 images; 0 failed" in capsys.readouterr().out
-    assert commands.run_search(
-        settings, query="refuse", limit=None, as_json=True, in_dir=None, mode=None, montage=None
-    ) == (ExitCode.UNAVAILABLE)
+    assert commands.run_search(settings, query="refuse", show=Show(as_json=True)) == ExitCode.UNAVAILABLE
     assert capsys.readouterr().err == "pixgrep: the daemon is starting; try again in a moment\n"
 
 
@@ -153,7 +151,7 @@ def test_the_cli_falls_back_to_the_index_and_says_so(settings: Settings, capsys:
     backend = commands.open_backend(settings)
     assert isinstance(backend, LocalBackend) and not backend.live
     assert capsys.readouterr().err == "pixgrep: no daemon running; using the index directly\n"
-    code = commands.run_search(settings, query="x", limit=None, as_json=False, in_dir=None, mode=None, montage=None)
+    code = commands.run_search(settings, query="x")
     assert code == ExitCode.FAILURE
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "pixgrep: no daemon running; using the index directly"
@@ -164,7 +162,7 @@ def test_local_status_reads_only_the_config_without_an_index(settings: Settings)
     info = LocalBackend(settings).status(failed=True)
     assert info["daemon"] == {"running": False} and info["counts"] == {} and info["watched"] == []
     with pytest.raises(NoIndex):
-        LocalBackend(settings).search("x", limit=None, mode=None, in_dir=None)
+        LocalBackend(settings).search(SearchRequest("x"))
     assert LocalBackend(settings).watch("/p", polling=False)["mode"] is None
 
 
@@ -175,7 +173,7 @@ def test_the_daemons_backend_refuses_work_until_ready(settings: Settings) -> Non
     b: Backend = sup.backend
     assert b.live and b.health()["state"] == "starting"
     with pytest.raises(ApiError, match="the daemon is starting; try again in a moment") as e:
-        b.search("x", limit=None, mode=None, in_dir=None)
+        b.search(SearchRequest("x"))
     assert e.value.status == 503
     with pytest.raises(ApiError, match="starting"):
         b.status(failed=False)

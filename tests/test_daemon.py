@@ -141,6 +141,8 @@ def test_daemon_serves_the_cli_live(daemon: DaemonProc, env: dict[str, str], tmp
         assert not set(eval(full_mods)) & set(HEAVY)
         # Nor http.client (its email package costs 20 ms: pixgrep_cli.wire speaks HTTP over the socket).
         assert not set(eval(quick_mods)) & {*HEAVY, "pydantic", "pydantic_settings", "httpx", "click", "http", "email"}
+        # Nor the SearchRequest dataclass (dataclasses imports inspect: 10-15 ms); fast.request_body writes its JSON.
+        assert not set(eval(quick_mods)) & {"pixgrep.request", "dataclasses", "inspect"}
     assert "dropped.jpg" in full_out or "dropped.jpg" in probe("pixgrep_cli.entry", "search", "各位小朋友")
 
     info = json.loads(cli(env, "status", "--json").stdout)

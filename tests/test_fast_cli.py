@@ -110,3 +110,22 @@ def test_wire_refuses_what_is_not_a_whole_answer(raw: bytes) -> None:
     # An OSError: the CLI treats it like a daemon that is gone (the full CLI searches the index itself).
     with pytest.raises(wire.ProtocolError):
         wire.parse_response(raw)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "cat"],
+        ["search", "-k", "5", "--mode", "keyword", "--in", "rel/dir", "a", "b"],
+        ["search", "--in=/p", "x"],
+    ],
+)
+def test_the_fast_path_sends_what_a_search_request_writes(argv: list[str]) -> None:
+    """One wire format: the fast path writes the body itself (no dataclass import), the same as SearchRequest."""
+    from pixgrep.request import SearchRequest
+
+    parsed = fast.parse_search(argv)
+    assert parsed is not None
+    o = parsed[1]
+    want = SearchRequest(o["query"], limit=o["limit"], mode=o["mode"], in_dir=o["in_dir"]).to_json()
+    assert fast.request_body(o) == want

@@ -7,6 +7,7 @@ Bounded to about a minute in all on two cores (``max_examples`` per test, measur
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import io
 import itertools
 import json
@@ -19,6 +20,8 @@ from faultkit import SEED_ENV, make_rng, record
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from PIL import Image
+from pixgrep.filters import TYPES
+from pixgrep.request import SearchRequest
 
 pytestmark = pytest.mark.slow
 
@@ -162,25 +165,8 @@ class RecordingBackend:
         self.calls.append(("status", {"failed": failed}))
         return {"counts": {}}
 
-    def search(
-        self,
-        query: str,
-        *,
-        limit: int | None,
-        mode: str | None,
-        in_dir: str | None,
-        all: bool = False,
-        since: float | None = None,
-        until: float | None = None,
-        types: tuple[str, ...] | list[str] = (),
-        source: str | None = None,
-    ) -> list[dict[str, Any]]:
-        self.calls.append(
-            (
-                "search",
-                {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir, "all": all, "source": source},
-            )
-        )
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        self.calls.append(("search", dataclasses.asdict(request)))
         return []
 
     def watch(self, path: str, *, polling: bool) -> dict[str, Any]:
@@ -229,7 +215,8 @@ search_bodies = st.fixed_dictionaries(
         "in_dir": text,
         "all": st.booleans(),
         "since": st.floats(allow_nan=False),
-        "types": st.lists(text, max_size=3),
+        "until": st.floats(allow_nan=False) | st.integers(-5, 2**40),
+        "types": st.lists(st.sampled_from(["png", "JPG", ".tif", "", "svg"]) | text, max_size=3),
         "source": st.sampled_from(["ocr", "caption", "x"]),
     },
 ).map(lambda d: json.dumps(d).encode())
@@ -272,6 +259,8 @@ def test_api_answers_every_request_with_json_and_never_a_500(
             assert isinstance(args["query"], str)
             assert args["limit"] is None or 1 <= args["limit"] <= 1000
             assert args["mode"] in (None, "hybrid", "semantic", "keyword")
+            assert args["source"] in (None, "ocr", "caption") and set(args["types"]) <= set(TYPES)
+            assert args["since"] is None or args["until"] is None or args["since"] <= args["until"]
 
 
 def test_fuzz_report() -> None:

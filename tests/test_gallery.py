@@ -17,6 +17,7 @@ from PIL import Image
 from pixgrep import images
 from pixgrep.catalog import Catalog
 from pixgrep.filters import Filters
+from pixgrep.request import SearchRequest
 from pixgrep.results import Item, lookup_item
 from pixgrep.service.gallery import (
     GalleryBackend,
@@ -44,9 +45,9 @@ class StubBackend:
         self.results = results
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def search(self, query: str, *, limit: int, filters: Filters, all: bool) -> list[dict[str, Any]]:
-        self.calls.append((query, {"limit": limit, "filters": filters, "all": all}))
-        return [dict(r) for r in self.results][:limit]
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        self.calls.append(request)
+        return [dict(r) for r in self.results][: request.limit]
 
     def similar(self, content_hash: str, *, limit: int, filters: Filters) -> list[dict[str, Any]]:
         return [dict(r) for r in self.results if r["content_hash"] != content_hash][:limit]
@@ -201,14 +202,15 @@ def test_search_passes_filters_and_adds_folder(gallery: Any) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["results"][0]["folder"] == str(meme.parent)
-    query, kw = backend.calls[-1]
-    assert query == "不开心" and kw["all"] is False
-    f: Filters = kw["filters"]
-    assert f.source == "ocr" and f.in_dir == "/pics" and f.since is not None and f.until is not None
-    assert f.until > f.since
+    req: SearchRequest = backend.calls[-1]
+    assert req.query == "不开心" and req.all is False and req.limit == 60
+    assert req.source == "ocr" and req.in_dir == "/pics" and req.since is not None and req.until is not None
+    assert req.until > req.since
     assert _get(client, "/api/search", params={"q": "x", "since": "yesterday"}).status_code == 400
-    assert _get(client, "/api/search", params={"q": "x", "all": "1"}).status_code == 200
-    assert backend.calls[-1][1]["all"] is True
+    later = {"q": "x", "since": "2021-01-01", "until": "2020-01-01"}
+    assert _get(client, "/api/search", params=later).status_code == 400
+    assert _get(client, "/api/search", params={"q": "x", "all": "1", "type": "png"}).status_code == 200
+    assert backend.calls[-1].all is True and backend.calls[-1].types == ("png",)
 
 
 def test_status_and_similar(gallery: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from pixgrep_cli.show import Show, show_results
 
 if TYPE_CHECKING:
     from pixgrep.backend import Backend
+    from pixgrep.request import SearchRequest
 
 
 def _err(msg: str) -> None:
@@ -147,16 +149,24 @@ def run_index(settings: Settings, *, paths: list[str], force: bool) -> int:
     return _index_summary(res)
 
 
-def _search_problem(query: str, limit: int | None, montage: str | None) -> str | None:
-    """Why the search is refused before it is sent anywhere (the same with and without the daemon)."""
-    from pixgrep.limits import limit_problem, query_problem
+def search_request(
+    query: str,
+    *,
+    limit: int | None = None,
+    mode: str | None = None,
+    in_dir: str | None = None,
+    show_all: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    types: tuple[str, ...] = (),
+    source: str | None = None,
+) -> SearchRequest:
+    """The search the flags ask for (dates as typed, ``in_dir`` relative to here); ValueError (one line) if bad."""
+    from pixgrep.filters import filters_from
+    from pixgrep.request import SearchRequest
 
-    problem = query_problem(query) or limit_problem(limit)
-    if montage and not problem:
-        from pixgrep.montage import output_problem
-
-        problem = output_problem(Path(montage))
-    return problem
+    f = filters_from(since=since, until=until, types=types, source=source, in_dir=in_dir)
+    return SearchRequest.from_filters(query, f, limit=limit, mode=mode, all=show_all)
 
 
 def _write_montage(results: list[dict[str, Any]], out: Path) -> bool:
@@ -176,68 +186,34 @@ def _write_montage(results: list[dict[str, Any]], out: Path) -> bool:
     return True
 
 
-def run_search(
-    settings: Settings,
-    *,
-    query: str,
-    limit: int | None = None,
-    as_json: bool = False,
-    in_dir: str | None = None,
-    mode: str | None = None,
-    montage: str | None = None,
-    paths: bool = False,
-    nul: bool = False,
-    open_n: int | None = None,
-    preview: bool = False,
-    explain: bool = False,
-    show_all: bool = False,
-    since: str | None = None,
-    until: str | None = None,
-    types: tuple[str, ...] = (),
-    source: str | None = None,
-) -> int:
-    from pixgrep.filters import filters_from
-
-    problem = _search_problem(query, limit, montage)
+def run_search(settings: Settings, *, query: str, show: Show = Show(), montage: str | None = None, **flags: Any) -> int:
+    """``pixgrep search``: ``flags`` are ``search_request``'s; ``show`` says how to print the results."""
+    try:
+        request = search_request(query, **flags)
+        problem = _montage_problem(montage)
+    except ValueError as e:
+        problem = str(e)
     if problem:
         _err(problem)  # before sending it anywhere: the same answer with and without the daemon
         return int(ExitCode.USAGE)
-    try:
-        f = filters_from(since=since, until=until, types=types, source=source, in_dir=in_dir)
-    except ValueError as e:
-        _err(str(e))
-        return int(ExitCode.USAGE)
-    extra: dict[str, Any] = {
-        "all": show_all,
-        "since": f.since,
-        "until": f.until,
-        "types": sorted(f.types),
-        "source": f.source,
-    }
-    in_dir = os.path.abspath(in_dir) if in_dir else None
-    quiet = as_json or paths or nul
-    results = _search(settings, query, limit=limit, mode=mode, in_dir=in_dir, extra=extra, quiet=quiet)
+    results = _search(settings, request, quiet=show.quiet)
     if isinstance(results, int):
         return results
-    show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=show_all)
-    code = show_results(results, show)
+    code = show_results(results, dataclasses.replace(show, all=request.all))
     if montage and results and not _write_montage(results, Path(montage)):
         return int(ExitCode.CANTCREAT)
     return code
 
 
-def run_similar(
-    settings: Settings,
-    *,
-    image: str,
-    limit: int | None = None,
-    as_json: bool = False,
-    paths: bool = False,
-    nul: bool = False,
-    open_n: int | None = None,
-    preview: bool = False,
-    explain: bool = False,
-) -> int:
+def _montage_problem(montage: str | None) -> str | None:
+    if not montage:
+        return None
+    from pixgrep.montage import output_problem
+
+    return output_problem(Path(montage))
+
+
+def run_similar(settings: Settings, *, image: str, limit: int | None = None, show: Show = Show()) -> int:
     from pixgrep.limits import limit_problem
 
     problem = limit_problem(limit)
@@ -248,31 +224,21 @@ def run_similar(
     if not os.path.isfile(path):
         _err(f"{image}: no such file")
         return int(ExitCode.USAGE)
-    backend = open_backend(settings, announce=not (as_json or paths or nul))
+    backend = open_backend(settings, announce=not show.quiet)
     try:
         results = backend.similar(path, limit=limit)
     except Exception as e:
         return report_error(e, settings, refused=ExitCode.UNAVAILABLE)
     finally:
         backend.close()
-    show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain, all=True)
-    return show_results(results, show)
+    return show_results(results, dataclasses.replace(show, all=True))
 
 
-def _search(
-    settings: Settings,
-    query: str,
-    *,
-    limit: int | None,
-    mode: str | None,
-    in_dir: str | None,
-    extra: dict[str, Any],
-    quiet: bool,
-) -> list[dict[str, Any]] | int:
+def _search(settings: Settings, request: SearchRequest, *, quiet: bool) -> list[dict[str, Any]] | int:
     """Results through the daemon, else from the index in this process; an exit code on failure."""
     backend = open_backend(settings, announce=not quiet)
     try:
-        return backend.search(query, limit=limit, mode=mode, in_dir=in_dir, **extra)
+        return backend.search(request)
     except Exception as e:
         return report_error(e, settings, refused=ExitCode.UNAVAILABLE)
     finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -35,6 +37,43 @@ def main(ctx: click.Context, config: str | None, home: str | None, verbose: int)
     ctx.obj["verbose"] = verbose
 
 
+# How many results and how to show them: the same flags for search and similar.
+_RESULT_OPTIONS = [
+    click.option("-k", "--limit", type=int, default=None, help="Number of results."),
+    click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text."),
+    click.option("-f", "--paths", "paths", is_flag=True, help="Bare paths, one a line."),
+    click.option("-0", "--null", "nul", is_flag=True, help="Bare paths separated by NUL (for xargs -0)."),
+    click.option(
+        "--open",
+        "open_n",
+        type=int,
+        is_flag=False,
+        flag_value=1,
+        default=None,
+        help="Open hit N (default 1) with xdg-open.",
+    ),
+    click.option("--preview", is_flag=True, help="Inline thumbnails on a terminal (chafa or textual-image)."),
+    click.option("--explain", is_flag=True, help="Each leg's score and matched text, and the fused score."),
+]
+
+
+def _result_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags above on a command, which gets ``limit`` and how to show the results as ``show``."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any, as_json: bool, paths: bool, nul: bool, open_n: int | None, preview: bool, explain: bool, **kw: Any
+    ) -> Any:
+        from pixgrep_cli.show import Show
+
+        show = Show(as_json=as_json, paths=paths, nul=nul, open_n=open_n, preview=preview, explain=explain)
+        return f(*args, show=show, **kw)
+
+    for option in reversed(_RESULT_OPTIONS):  # the last decorator applied lists first in --help
+        command = option(command)
+    return command
+
+
 @main.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--force", is_flag=True, help="Re-read every file even if unchanged.")
@@ -54,21 +93,7 @@ def index_cmd(
 
 @main.command("search")
 @click.argument("query", nargs=-1, required=True)
-@click.option("-k", "--limit", type=int, default=None, help="Number of results.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text.")
-@click.option("-f", "--paths", "paths", is_flag=True, help="Bare paths, one a line.")
-@click.option("-0", "--null", "nul", is_flag=True, help="Bare paths separated by NUL (for xargs -0).")
-@click.option(
-    "--open",
-    "open_n",
-    type=int,
-    is_flag=False,
-    flag_value=1,
-    default=None,
-    help="Open hit N (default 1) with xdg-open.",
-)
-@click.option("--preview", is_flag=True, help="Inline thumbnails on a terminal (chafa or textual-image).")
-@click.option("--explain", is_flag=True, help="Each leg's score and matched text, and the fused score.")
+@_result_options
 @click.option("--all", "show_all", is_flag=True, help="Also results below the relevance floor.")
 @click.option("--in", "in_dir", type=click.Path(file_okay=False), default=None, help="Only results under DIR.")
 @click.option("--since", default=None, metavar="DATE", help="Only files modified on or after DATE (YYYY-MM-DD).")
@@ -93,21 +118,7 @@ def search_cmd(ctx: click.Context, query: tuple[str, ...], **kw: Any) -> None:
 
 @main.command("similar")
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("-k", "--limit", type=int, default=None, help="Number of results.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines: path, score, source, text.")
-@click.option("-f", "--paths", "paths", is_flag=True, help="Bare paths, one a line.")
-@click.option("-0", "--null", "nul", is_flag=True, help="Bare paths separated by NUL (for xargs -0).")
-@click.option(
-    "--open",
-    "open_n",
-    type=int,
-    is_flag=False,
-    flag_value=1,
-    default=None,
-    help="Open hit N (default 1) with xdg-open.",
-)
-@click.option("--preview", is_flag=True, help="Inline thumbnails on a terminal (chafa or textual-image).")
-@click.option("--explain", is_flag=True, help="Each leg's score and matched text, and the fused score.")
+@_result_options
 @click.pass_context
 def similar_cmd(ctx: click.Context, image: str, **kw: Any) -> None:
     """Images with text like IMAGE's: from the index when it holds IMAGE, else OCR'd now."""

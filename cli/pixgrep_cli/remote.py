@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from pixgrep.request import SearchRequest
+
 HEALTH_TIMEOUT = 2.0
 
 
@@ -90,23 +92,12 @@ class RemoteBackend:
     def status(self, *, failed: bool) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/status?failed={int(failed)}"))
 
-    def search(
-        self,
-        query: str,
-        *,
-        limit: int | None,
-        mode: str | None,
-        in_dir: str | None,
-        all: bool = False,
-        since: float | None = None,
-        until: float | None = None,
-        types: tuple[str, ...] | list[str] = (),
-        source: str | None = None,
-    ) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {"query": query, "limit": limit, "mode": mode, "in_dir": in_dir}
-        # Only the filters that are set: the plain search body stays what every daemon version reads.
-        extra = {"all": all, "since": since, "until": until, "types": list(types), "source": source}
-        body.update({k: v for k, v in extra.items() if v})
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        return self.search_body(request.to_json())
+
+    def search_body(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """``search`` of a body in ``SearchRequest.to_json`` form: the fast path writes a plain one itself, since
+        importing ``dataclasses`` (and ``inspect``) costs 10-15 ms there."""
         return list(self.request("POST", "/v1/search", body)["results"])
 
     def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:

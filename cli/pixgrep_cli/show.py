@@ -25,6 +25,11 @@ class Show:
     explain: bool = False
     all: bool = False
 
+    @property
+    def quiet(self) -> bool:
+        """Output for a program: no notes on stderr beyond errors."""
+        return self.as_json or self.paths or self.nul
+
 
 def _err(msg: str) -> None:
     sys.stderr.write(f"pixgrep: {msg}\n")

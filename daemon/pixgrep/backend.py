@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pixgrep.app import Index
+    from pixgrep.request import SearchRequest
     from pixgrep.settings import Settings
 
 
@@ -42,24 +43,8 @@ class Backend(Protocol):
         """Counts, roots, watched folders, the daemon's state; ``failures`` too when ``failed``."""
         ...
 
-    def search(
-        self,
-        query: str,
-        *,
-        limit: int | None,
-        mode: str | None,
-        in_dir: str | None,
-        all: bool = False,
-        since: float | None = None,
-        until: float | None = None,
-        types: tuple[str, ...] | list[str] = (),
-        source: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Ranked results as ``Result.to_json()`` dicts.
-
-        Below the relevance floor only with ``all``; ``since``/``until`` bound the file's mtime
-        (Unix time), ``types`` are image types (``results.TYPES``), ``source`` is ocr or caption.
-        """
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        """Ranked results as ``Result.to_json()`` dicts for ``request`` (checked where it was made)."""
         ...
 
     def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
@@ -153,36 +138,12 @@ class LocalBackend:
         info["watched"] = [str(f.path) for f in s.watch.folders]
         return info
 
-    def search(
-        self,
-        query: str,
-        *,
-        limit: int | None,
-        mode: str | None,
-        in_dir: str | None,
-        all: bool = False,
-        since: float | None = None,
-        until: float | None = None,
-        types: tuple[str, ...] | list[str] = (),
-        source: str | None = None,
-    ) -> list[dict[str, Any]]:
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
         from pixgrep.results import search_json
 
         self._need_books()
         # Searching never OCRs: no OCR processes; and it may read the local index without opening Milvus Lite.
-        index = self._open(ocr_workers=0, search_only=True)
-        return search_json(
-            index,
-            query,
-            limit=limit,
-            mode=mode,
-            in_dir=in_dir,
-            all=all,
-            since=since,
-            until=until,
-            types=types,
-            source=source,
-        )
+        return search_json(self._open(ocr_workers=0, search_only=True), request)
 
     def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
         from pixgrep.results import similar_to_file

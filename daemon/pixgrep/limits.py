@@ -12,6 +12,7 @@ MAX_QUERY_CHARS = 1000
 # Room for `pixgrep index` with a few thousand paths; nothing we accept needs more.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_LIMIT = 1000  # results a search may ask for
+MODES = ("hybrid", "semantic", "keyword")  # how a search ranks: both legs fused, or one of them
 
 
 def query_problem(query: str) -> str | None:

@@ -12,34 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from pixgrep import textnorm
 from pixgrep.catalog import Catalog
-from pixgrep.filters import Filters, parse_type
+from pixgrep.filters import Filters
 
 if TYPE_CHECKING:
     from pixgrep.app import Index
+    from pixgrep.request import SearchRequest
 
 
-def search_json(
-    index: Index,
-    query: str,
-    *,
-    limit: int | None,
-    mode: str | None,
-    in_dir: str | None,
-    all: bool = False,
-    since: float | None = None,
-    until: float | None = None,
-    types: tuple[str, ...] | list[str] = (),
-    source: str | None = None,
-) -> list[dict[str, Any]]:
-    """``Index.search`` with the result filters, as JSON-ready dicts (what every Backend returns)."""
-    f = Filters(
-        since=since,
-        until=until,
-        types=frozenset(parse_type(t) for t in types),
-        source=source or None,
-        in_dir=in_dir,
-    )
-    return [r.to_json() for r in index.search(query, mode=mode, limit=limit, all=all, **f.search_kwargs())]
+def search_json(index: Index, request: SearchRequest) -> list[dict[str, Any]]:
+    """``Index.search`` for ``request``, as JSON-ready dicts (what every Backend returns)."""
+    r = request
+    return [
+        x.to_json() for x in index.search(r.query, mode=r.mode, limit=r.limit, all=r.all, **r.filters.search_kwargs())
+    ]
 
 
 @dataclass

@@ -29,7 +29,8 @@ from starlette.routing import Route
 
 from pixgrep.backend import Backend
 from pixgrep.errors import AlreadyRunning, PixgrepError
-from pixgrep.limits import MAX_BODY_BYTES, MAX_LIMIT, MAX_QUERY_CHARS
+from pixgrep.limits import MAX_BODY_BYTES, MAX_LIMIT, MAX_QUERY_CHARS, MODES
+from pixgrep.request import MAX_TYPES, SOURCES, SearchRequest
 from pixgrep.service.serving import ServerThread
 
 log = logging.getLogger("pixgrep.service.api")
@@ -55,16 +56,18 @@ class _Body(BaseModel):
 
 
 class SearchBody(_Body):
+    """The wire types and bounds of a ``SearchRequest`` (its fields, its JSON names), refused with pydantic's
+    messages before ``SearchRequest.from_json`` checks the rest."""
+
     query: str = Field(max_length=MAX_QUERY_CHARS)
     limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
-    mode: str | None = Field(default=None, pattern="^(hybrid|semantic|keyword)$")
+    mode: str | None = Field(default=None, pattern=f"^({'|'.join(MODES)})$")
     in_dir: str | None = None
-    # Below the relevance floor too; file mtime bounds (Unix time); image types; segment source.
     all: bool = False
     since: float | None = None
     until: float | None = None
-    types: list[str] = Field(default_factory=list, max_length=16)
-    source: str | None = Field(default=None, pattern="^(ocr|caption)$")
+    types: list[str] = Field(default_factory=list, max_length=MAX_TYPES)
+    source: str | None = Field(default=None, pattern=f"^({'|'.join(SOURCES)})$")
 
 
 class SimilarBody(_Body):
@@ -151,20 +154,11 @@ def build_app(backend: Backend, executor: cf.Executor) -> Starlette:
 
     async def search(request: Request) -> Any:
         b: SearchBody = await body(request, SearchBody)
-        results = await run(
-            lambda: backend.search(
-                b.query,
-                limit=b.limit,
-                mode=b.mode,
-                in_dir=b.in_dir,
-                all=b.all,
-                since=b.since,
-                until=b.until,
-                types=b.types,
-                source=b.source,
-            )
-        )
-        return {"results": results}
+        try:
+            req = SearchRequest.from_json(b.model_dump(exclude_unset=True))
+        except ValueError as e:  # since after until, an unknown image type
+            raise ApiError(400, f"bad request: {e}") from None
+        return {"results": await run(lambda: backend.search(req))}
 
     async def similar(request: Request) -> Any:
         b: SimilarBody = await body(request, SimilarBody)

@@ -28,6 +28,7 @@ from pixgrep.service.reconcile import reconcile
 from pixgrep.service.watcher import Folder
 
 if TYPE_CHECKING:
+    from pixgrep.request import SearchRequest
     from pixgrep.service.supervisor import Supervisor
 
 
@@ -61,32 +62,8 @@ class DaemonBackend:
         ui = gallery.url if gallery is not None and gallery.alive else None
         return {"ok": True, "pid": os.getpid(), "state": self.sup.state, "version": version(), "ui": ui}
 
-    def search(
-        self,
-        query: str,
-        *,
-        limit: int | None,
-        mode: str | None,
-        in_dir: str | None,
-        all: bool = False,
-        since: float | None = None,
-        until: float | None = None,
-        types: tuple[str, ...] | list[str] = (),
-        source: str | None = None,
-    ) -> list[dict[str, Any]]:
-        index = self._need_ready()
-        return search_json(
-            index,
-            query,
-            limit=limit,
-            mode=mode,
-            in_dir=in_dir,
-            all=all,
-            since=since,
-            until=until,
-            types=types,
-            source=source,
-        )
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        return search_json(self._need_ready(), request)
 
     def similar(self, path: str, *, limit: int | None) -> list[dict[str, Any]]:
         index = self._need_ready()

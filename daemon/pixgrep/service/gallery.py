@@ -41,7 +41,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pixgrep import images
 from pixgrep.errors import PixgrepError
 from pixgrep.filters import Filters, filters_from
-from pixgrep.results import Item, lookup_item, matched_lines, similar
+from pixgrep.request import SearchRequest
+from pixgrep.results import Item, lookup_item, matched_lines, search_json, similar
 from pixgrep.roots import is_key
 from pixgrep.service.serving import ServerThread
 from pixgrep.settings import ConfigError, Settings
@@ -70,7 +71,7 @@ SECURITY_HEADERS = {
 class GalleryBackend(Protocol):
     """What the gallery needs from the daemon; every method may block."""
 
-    def search(self, query: str, *, limit: int, filters: Filters, all: bool) -> list[dict[str, Any]]:
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
         """Ranked results as ``search.Result.to_json`` dicts."""
         ...
 
@@ -94,9 +95,8 @@ class IndexBackend:
         self._get_index = get_index
         self._status = status
 
-    def search(self, query: str, *, limit: int, filters: Filters, all: bool) -> list[dict[str, Any]]:
-        index = self._get_index()
-        return [r.to_json() for r in index.search(query, limit=limit, all=all, **filters.search_kwargs())]
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        return search_json(self._get_index(), request)
 
     def similar(self, content_hash: str, *, limit: int, filters: Filters) -> list[dict[str, Any]]:
         index = self._get_index()
@@ -347,8 +347,8 @@ def build_app(
             return {"query": "", "results": []}
         limit = _int(q.get("limit"), 60, 1, 200)
         everything = q.get("all") in ("1", "true")
-        f = _filters(request)
-        results = await run(lambda: backend.search(query, limit=limit, filters=f, all=everything))
+        req = SearchRequest.from_filters(query, _filters(request), limit=limit, all=everything)
+        results = await run(lambda: backend.search(req))
         return {"query": query, "results": _with_place(results)}
 
     async def similar_to(request: Request) -> Any:
