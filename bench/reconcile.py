@@ -6,7 +6,10 @@ bulk SELECT plus an os.scandir walk with a stat per file. Runs it a few times
 (warm page cache) and also once through a real daemon (the time it reports in
 ``pixgrep status --json``).
 
-    PYTHONPATH=daemon:cli python bench/reconcile.py [--files 100000] [--dir /tmp/x] [--no-daemon]
+``--named``: also books the same tree as a named root (``pics:/rel`` keys, pixgrep.roots) in a second books
+file and times its reconcile interleaved with the unnamed one's, run for run.
+
+    PYTHONPATH=daemon:cli python bench/reconcile.py [--files 100000] [--dir /tmp/x] [--no-daemon] [--named]
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from _daemon import machine
 from pixgrep import scan
 from pixgrep.catalog import Catalog
+from pixgrep.roots import RootMap
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.reconcile import reconcile
 from pixgrep.settings import load_settings
@@ -44,14 +50,23 @@ def make_tree(root: Path, n: int, per_dir: int = 1000) -> list[tuple[bytes, str,
     return rows
 
 
-def book(db: Catalog, rows: list[tuple[bytes, str, int, int, int]]) -> None:
+def book(db: Catalog, rows: list[tuple[bytes, str, int, int, int]], key: Callable[[str], str] = str) -> None:
     db.seed(
         [{"hash": h, "status": "done", "attempts": 1} for h in dict.fromkeys(r[1] for r in rows)],
         [
-            {"path": os.fsdecode(p), "content_hash": h, "size": size, "mtime_ns": mtime, "inode": ino}
+            {"path": key(os.fsdecode(p)), "content_hash": h, "size": size, "mtime_ns": mtime, "inode": ino}
             for p, h, size, mtime, ino in rows
         ],
     )
+
+
+def timed(db: Catalog, root: Path, flt: scan.FileFilter, n: int) -> float:
+    q = WorkQueue(db)
+    t = time.monotonic()
+    r = reconcile(db, q, str(root), flt)
+    dt = time.monotonic() - t
+    assert (r.files, r.unchanged, r.queued, r.deleted) == (n, n, 0, 0), r
+    return dt
 
 
 def via_daemon(home: Path, root: Path, timeout: float = 300) -> float:
@@ -97,6 +112,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-daemon", action="store_true")
+    ap.add_argument("--named", action="store_true", help="also time the tree booked as a named root, interleaved")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pixgrep-reconcile-", dir=args.dir))
     try:
@@ -109,18 +125,27 @@ def main() -> None:
         print(f"# setup: {args.files} files and rows in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         os.environ["PIXGREP_HOME"] = str(home)
         flt = scan.FileFilter.from_settings(load_settings())
-        q = WorkQueue(db)
-        times = []
+        named: Catalog | None = None
+        if args.named:
+            named = Catalog(base / "named.sqlite")
+            named.use_mounts(RootMap.of({"pics": str(root)}))
+            book(named, rows, named.mounts.to_key)
+        times: list[float] = []
+        named_times: list[float] = []
         for _ in range(args.runs):
-            t = time.monotonic()
-            r = reconcile(db, q, str(root), flt)
-            times.append(time.monotonic() - t)
-            assert (r.files, r.unchanged, r.queued, r.deleted) == (args.files, args.files, 0, 0), r
+            times.append(timed(db, root, flt, args.files))
+            if named is not None:
+                named_times.append(timed(named, root, flt, args.files))
         db.close()
+        if named is not None:
+            named.close()
         print(f"machine: {machine()}")
         print("| files | run | seconds | files/s |\n|---:|---|---:|---:|")
-        for i, t in enumerate(times):
-            print(f"| {args.files} | in-process #{i + 1} | {t:.2f} | {args.files / t:,.0f} |")
+        for label, ts in (("in-process", times), ("in-process, named root", named_times)):
+            for i, t in enumerate(ts):
+                print(f"| {args.files} | {label} #{i + 1} | {t:.2f} | {args.files / t:,.0f} |")
+            if ts:
+                print(f"| {args.files} | {label}, median | {statistics.median(ts):.2f} | |")
         if not args.no_daemon:
             t = via_daemon(home, root)
             print(f"| {args.files} | daemon start-up | {t:.2f} | {args.files / t:,.0f} |")
