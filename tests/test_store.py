@@ -59,6 +59,45 @@ def test_local_index_replace_delete_search_and_reopen(tmp_path: Path) -> None:
     again.close()
 
 
+def test_above_ann_rows_an_ivf_index_answers_and_takes_writes(tmp_path: Path) -> None:
+    from pixgrep.localdense import ANN_LISTS, ANN_MIN_ROWS
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "v.sqlite"
+    n = ANN_MIN_ROWS // 4 + 10  # contents of 4 rows: just above the smallest IVF
+    vecs = {f"h{i}": _unit(rng, 4) for i in range(n)}
+    ix = LocalDenseIndex(path, DIM)
+    ix.replace([(h, _segs(h), v) for h, v in vecs.items()])
+    queries = _unit(rng, 20)
+    exact = [[(h.content_hash, h.kind) for h in ix.search(q, 10)] for q in queries]
+    ix.close()
+
+    assert LocalDenseIndex(path, DIM, ann_rows=n * 5).kind == "flat"  # below its threshold: exact
+    every = LocalDenseIndex(path, DIM, ann_rows=1000, ann_probes=ANN_LISTS)
+    assert every.kind == "ivf" and every.count() == n * 4
+    # Visiting every cell is exhaustive: the same neighbours as the flat scan.
+    assert [[(h.content_hash, h.kind) for h in every.search(q, 10)] for q in queries] == exact
+    every.close()
+
+    ix = LocalDenseIndex(path, DIM, ann_rows=1000, ann_probes=4)
+    assert ix.kind == "ivf"
+    for h in ("h1", "h77", f"h{n - 1}"):  # a stored vector's own cell is the first one visited
+        hit = ix.search(vecs[h][1], 1)[0]
+        assert (hit.content_hash, hit.kind) == (h, "region") and hit.score == pytest.approx(1.0, abs=1e-3)
+    ix.delete(["h1"])
+    fresh = _unit(rng, 4)
+    ix.replace([("h77", _segs("h77")[:2], fresh[:2]), ("new", _segs("new"), fresh)])
+    assert ix.count() == n * 4 - 4 - 2 + 4
+    assert all(h.content_hash != "h1" for h in ix.search(vecs["h1"][1], 10))
+    assert ix.search(fresh[3], 1)[0].content_hash == "new"
+    assert ix.search(fresh[1], 1)[0].content_hash in ("h77", "new")  # the same vector, twice
+    ix.snapshot()
+    ro = LocalDenseIndex(path, DIM, readonly=True, ann_probes=ANN_LISTS)  # the snapshot is the IVF index
+    assert ro.search(fresh[3], 1)[0].content_hash == "new" and ro.kind == "ivf"
+    ro.close()
+    ix.close()
+
+
 def _store(home: Path, **kw: object) -> MilvusStore:
     return MilvusStore(str(home / "milvus.db"), collection="c", embed_name="m", dim=DIM, **kw)  # type: ignore[arg-type]
 

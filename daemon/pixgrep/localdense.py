@@ -39,6 +39,15 @@ from pixgrep.segments import Hit, Segment
 DOC_KINDS = VectorFile.DOC_KINDS
 
 
+# Above ``ann_rows`` rows the vectors are searched through an inverted file (IVF): 256 k-means
+# cells trained at load on a sample of the rows, ``ann_probes`` of them visited a query. A flat
+# scan reads every vector (364k float16 rows at 50k images: 20-40 ms on one core, most of a
+# daemon search); 64 of 256 cells read a quarter of them. bench/dense_ann.py measures both.
+ANN_LISTS = 256
+ANN_TRAIN_PER_LIST = 64  # training rows per cell, at most (faiss warns below 39)
+ANN_MIN_ROWS = ANN_LISTS * 8  # fewer rows than this are always scanned (and k-means has too little to go on)
+
+
 def _one_thread(faiss: Any) -> None:
     """Searches here are one query each: faiss's OpenMP threads would only wait for one another
     (on the shared 2-core machine 100 ms a search at 72k rows on two threads, 15 ms on one)."""
@@ -53,11 +62,22 @@ class LocalDenseIndex:
     else from the rows, into a numpy matrix (faiss would not pay back for one query).
     """
 
-    def __init__(self, path: Path, dim: int, *, readonly: bool = False, whole_dim: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dim: int,
+        *,
+        readonly: bool = False,
+        whole_dim: int = 0,
+        ann_rows: int = 0,
+        ann_probes: int = 64,
+    ) -> None:
         self.path = path
         self.dim = dim
         self.whole_dim = whole_dim
         self.readonly = readonly
+        self.ann_rows = ann_rows  # 0: always the exact flat scan
+        self.ann_probes = ann_probes
         self._lock = threading.Lock()
         self._next_id = 1
         self._index: object = None
@@ -76,14 +96,38 @@ class LocalDenseIndex:
             from pixgrep import textnorm
 
             self._file.fill_keywords(textnorm.document_tokens)
-        self._index = self._new_index()
+        rows = self._file.count()
+        ivf = self.ann_rows and rows >= max(self.ann_rows, ANN_MIN_ROWS)
+        self._index = self._new_index(sample=self._training_sample(rows) if ivf else None)
         self._whole = self._new_index(whole_dim) if whole_dim else None
         self._load()
 
-    def _new_index(self, dim: int = 0) -> object:
+    def _new_index(self, dim: int = 0, sample: np.ndarray | None = None) -> object:
+        """The exact flat index, or with a training ``sample`` an IVF one (both float16 codes, inner product)."""
         f = self._faiss
-        q = f.IndexScalarQuantizer(dim or self.dim, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT)
-        return f.IndexIDMap2(q)
+        dim = dim or self.dim
+        if sample is None:
+            return f.IndexIDMap2(f.IndexScalarQuantizer(dim, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT))
+        ivf = f.IndexIVFScalarQuantizer(
+            f.IndexFlatIP(dim), dim, ANN_LISTS, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT
+        )
+        ivf.cp.seed = 1234  # the same cells for the same rows
+        ivf.train(sample)
+        ivf.nprobe = self.ann_probes
+        return ivf
+
+    def _training_sample(self, rows: int) -> np.ndarray:
+        """Rows spread over the whole file (not only the oldest), as float32, to train the IVF cells."""
+        step = max(1, rows // (ANN_LISTS * ANN_TRAIN_PER_LIST))
+        picked = [
+            np.frombuffer(vec, dtype=np.float16) for batch in self._file.iter_vectors() for _, vec in batch[::step]
+        ]
+        return np.vstack(picked).astype(np.float32)
+
+    @property
+    def kind(self) -> str:
+        """``flat`` (exact) or ``ivf`` (approximate, above ``ann_rows``): for status and benchmarks."""
+        return "ivf" if self._index is not None and hasattr(self._index, "nprobe") else "flat"
 
     def _load(self) -> None:
         for whole, index, dim in ((False, self._index, self.dim), (True, self._whole, self.whole_dim)):
@@ -143,9 +187,12 @@ class LocalDenseIndex:
 
         _one_thread(faiss)
         try:
-            return faiss.read_index(str(path))
+            index = faiss.read_index(str(path))
         except RuntimeError:  # damaged or partial: the rows are the truth
             return None
+        if hasattr(index, "nprobe"):  # an IVF snapshot: this configuration's probes
+            index.nprobe = self.ann_probes
+        return index
 
     # Counts -------------------------------------------------------------------
     def count(self) -> int:

@@ -226,6 +226,12 @@ class SearchSettings(_Section):
     # 0.25 keeps 3 of 600 results of queries that match nothing and drops 2 of 226 text and paraphrase hits,
     # but 63 of 98 hits of pure meaning queries (their scores overlap the junk).
     min_score: float = Field(default=0.25, ge=0)
+    # The local dense index beside Milvus Lite scans every vector (exact) up to ann_rows rows, about
+    # 20k images at 7 rows a meme; above, when it is opened, an IVF index of 256 cells that visits
+    # ann_probes of them (a quarter of the rows: recall@10 0.95 on the real corpus's vectors, a
+    # third of the flat scan's time at 50k images). 0: always exact. bench/RESULTS.md has the figures.
+    ann_rows: int = Field(default=150_000, ge=0)
+    ann_probes: int = Field(default=64, ge=1, le=256)
 
 
 class WatchFolder(_Section):

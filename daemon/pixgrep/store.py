@@ -54,6 +54,9 @@ class IndexParams:
     hnsw_ef_construction: int = 200
     hnsw_ef: int = 64
     search_consistency: str = "Strong"
+    # The local index beside Lite: exact up to this many rows, IVF above (search.ann_rows, ann_probes).
+    local_ann_rows: int = 0
+    local_ann_probes: int = 64
 
 
 # One content's rows: (content hash, its segments, their vectors row-aligned).
@@ -373,17 +376,16 @@ class MilvusStore:
 
     def _open_local(self, path: Path, recreate: bool) -> None:
         from pixgrep.catalog import VectorFile
-        from pixgrep.localdense import LocalDenseIndex
 
         try:
-            local = LocalDenseIndex(path, self.dim, whole_dim=self.whole_dim)
+            local = self._new_local(path)
         except (VectorFile.Error, ValueError) as e:
             # It only mirrors Milvus: a damaged file is set aside and rebuilt below.
             log.warning("in-memory vector index %s is unreadable (%s); rebuilding it from Milvus", path, e)
             for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                 if p.exists():
                     p.replace(p.with_name(p.name + ".damaged"))
-            local = LocalDenseIndex(path, self.dim, whole_dim=self.whole_dim)
+            local = self._new_local(path)
         if recreate:
             local.clear()
         if self._with_parts:
@@ -392,6 +394,14 @@ class MilvusStore:
             self._repair_local(local)
         local.set_embedder(self.embed_name, self.whole_name)
         self.local = local
+
+    def _new_local(self, path: Path) -> LocalDenseIndex:
+        from pixgrep.localdense import LocalDenseIndex
+
+        p = self.params
+        return LocalDenseIndex(
+            path, self.dim, whole_dim=self.whole_dim, ann_rows=p.local_ann_rows, ann_probes=p.local_ann_probes
+        )
 
     def _adopt_parts(self, local: LocalDenseIndex) -> None:
         """An index from before the parts lived only locally: mirror both collections, then drop the parts."""
@@ -764,7 +774,9 @@ def open_reader(settings: Any, *, embed_name: str, dim: int) -> LocalReader | No
         return None
     whole = whole_identity(settings)
     try:
-        local = LocalDenseIndex(path, dim, readonly=True, whole_dim=whole[1] if whole else 0)
+        local = LocalDenseIndex(
+            path, dim, readonly=True, whole_dim=whole[1] if whole else 0, ann_probes=settings.search.ann_probes
+        )
     except sqlite3.Error:
         return None
     if not local.usable(embed_name, whole[0] if whole else None):
@@ -803,6 +815,8 @@ def open_store(settings: Any, *, embed_name: str, dim: int, recreate: bool = Fal
             hnsw_ef_construction=settings.milvus.hnsw_ef_construction,
             hnsw_ef=settings.milvus.hnsw_ef,
             search_consistency=settings.milvus.search_consistency,
+            local_ann_rows=settings.search.ann_rows,
+            local_ann_probes=settings.search.ann_probes,
         ),
         whole=whole_identity(settings),
     )
