@@ -75,11 +75,11 @@ class Fleet:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://d", timeout=60) as c:
             return c.request(method, url, **kw).json()
 
-    def search_paths(self) -> list[str]:
+    def search_paths(self, *extra: str) -> list[str]:
         """The paths ``pixgrep search`` (this daemon's CLI, through its socket) shows for every image."""
         r = subprocess.run(
             [sys.executable, "-m", "pixgrep_cli.main", "search", "meme", "--mode", "keyword", "--limit", "1000",
-             "--all", "--json"],
+             "--all", "--json", *extra],
             # The counting OCR engine is registered in the daemon's process only; a search OCRs nothing.
             env={k: v for k, v in self.env.items() if k != "PIXGREP_OCR__ENGINE"},
             capture_output=True, text=True, timeout=120,
@@ -238,6 +238,9 @@ def test_two_daemons_share_one_archive(
         found = d.search_paths()
         assert len(found) == len(contents), d.name  # one result per image, none twice
         assert {os.path.dirname(p) for p in found} == {str(d.mount)} and {os.path.basename(p) for p in found} <= names
+        # --in takes this host's path of the root, or the root's name.
+        assert sorted(d.search_paths("--in", str(d.mount))) == sorted(found)
+        assert sorted(d.search_paths("--in", "shared:")) == sorted(found)
 
     # Phase 2: drop 100 more and kill -9 daemon a while it holds claims.
     before = len(runs)

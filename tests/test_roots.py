@@ -318,3 +318,18 @@ def test_status_names_each_root_and_where_hosts_mount_it(home: Path, tmp_path: P
         "named:    nas = /mnt/nas (elsewhere: host-b /Volumes/nas)",
         "named:    pics = not mounted here: its files show as pics:/… (elsewhere: host-c /srv/pics)",
     ]
+
+
+def test_in_takes_a_named_roots_key_as_it_is(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pixgrep.filters import filters_from
+    from pixgrep.request import SearchRequest
+    from pixgrep_cli import fast
+
+    monkeypatch.chdir(tmp_path)
+    assert SearchRequest("q", in_dir="nas:/sub").in_dir == "nas:/sub"
+    assert SearchRequest("q", in_dir="nas:").in_dir == "nas:"
+    assert SearchRequest("q", in_dir="sub").in_dir == str(tmp_path / "sub")
+    assert filters_from(in_dir="nas:/sub").search_kwargs()["in_dir"] == "nas:/sub"
+    # The standard-library fast path leaves such a folder to the full CLI, which knows the keys.
+    assert fast.parse_search(["search", "--in", "nas:/sub", "cat"]) is None
+    assert fast.parse_search(["search", "--in", "sub", "cat"]) is not None

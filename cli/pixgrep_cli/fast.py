@@ -88,6 +88,8 @@ def parse_search(argv: list[str]) -> tuple[str | None, dict[str, Any]] | None:
         return None
     if opts["mode"] is not None and opts["mode"] not in MODES:
         return None
+    if opts["in_dir"] is not None and ":" in opts["in_dir"]:
+        return None  # maybe a named root's key (--in nas:/sub): pixgrep.roots, in the full CLI, decides
     opts["query"] = " ".join(words)
     return config, opts
 

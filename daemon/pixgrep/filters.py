@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from pixgrep.roots import folder_arg
+
 # --type names and the file extensions they cover.
 TYPES: dict[str, tuple[str, ...]] = {
     "jpeg": (".jpg", ".jpeg"),
@@ -76,7 +78,7 @@ class Filters:
     def search_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``Index.search`` for these filters."""
         return {
-            "in_dir": os.path.abspath(self.in_dir) if self.in_dir else None,
+            "in_dir": folder_arg(self.in_dir) if self.in_dir else None,
             "path_ok": self.path_ok if self.by_path else None,
             "source": self.source,
         }

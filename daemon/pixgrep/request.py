@@ -9,13 +9,13 @@ one before it imports anything heavy.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from pixgrep.filters import Filters, parse_type
 from pixgrep.limits import MODES, QueryRefused, limit_problem, query_problem
+from pixgrep.roots import folder_arg
 
 SOURCES = ("ocr", "caption")
 MAX_TYPES = 16  # more than there are image types: a longer list is not a person's
@@ -49,7 +49,7 @@ class SearchRequest:
         set_ = object.__setattr__  # frozen: the normal forms are set once, here
         set_(self, "types", _types(self.types))
         set_(self, "source", self.source or None)
-        set_(self, "in_dir", os.path.abspath(self.in_dir) if self.in_dir else None)
+        set_(self, "in_dir", folder_arg(self.in_dir) if self.in_dir else None)
         set_(self, "since", None if self.since is None else float(self.since))
         set_(self, "until", None if self.until is None else float(self.until))
 

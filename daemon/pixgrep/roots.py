@@ -59,6 +59,12 @@ def looks_like_key(text: str) -> bool:
     return _KEY.match(text) is not None
 
 
+def folder_arg(text: str) -> str:
+    """A folder the user gave (``--in``): a named root's key as it is (``nas:/sub``, also where this host
+    does not mount it), else the path made absolute."""
+    return text if looks_like_key(text) else os.path.abspath(text)
+
+
 def split_key(key: str) -> tuple[str, str] | None:
     """(name, path relative to the root) of a key; None for an absolute path."""
     if not is_key(key) or SEP not in key:
