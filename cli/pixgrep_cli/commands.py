@@ -238,11 +238,16 @@ def _search(settings: Settings, request: SearchRequest, *, quiet: bool) -> list[
     """Results through the daemon, else from the index in this process; an exit code on failure."""
     backend = open_backend(settings, announce=not quiet)
     try:
-        return backend.search(request)
+        results = backend.search(request)
     except Exception as e:
         return report_error(e, settings, refused=ExitCode.UNAVAILABLE)
     finally:
         backend.close()
+    if settings.search.start_daemon and not backend.live:
+        from pixgrep_cli.ondemand import start_daemon
+
+        _err(start_daemon(settings))  # said even with --json: it is on stderr, and it starts a process
+    return results
 
 
 def _print_daemons(daemons: list[dict[str, Any]]) -> None:

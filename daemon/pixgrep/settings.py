@@ -232,6 +232,9 @@ class SearchSettings(_Section):
     # third of the flat scan's time at 50k images). 0: always exact. bench/RESULTS.md has the figures.
     ann_rows: int = Field(default=150_000, ge=0)
     ann_probes: int = Field(default=64, ge=1, le=256)
+    # A search that finds no daemon answers from the index itself, then starts `pixgrep daemon` in the
+    # background (log in $PIXGREP_HOME/daemon.log) so the next search is warm; it says so on stderr.
+    start_daemon: bool = False
 
 
 class WatchFolder(_Section):
