@@ -5,11 +5,13 @@ host's paths. The two-host case is tests/test_fleet.py."""
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomlkit
 from conftest import copy_corpus, corpus_files, wait_for
 from test_daemon import DaemonProc, cli
 
@@ -63,7 +65,19 @@ def test_naming_a_watched_folder_rebooks_it_and_new_files_come_by_name(
     assert status["named_roots"] == {"pics": {"here": str(pics)}}
     assert status["roots"] == [str(pics)]
     assert status["counts"]["paths"] == 2
-    # unwatch --forget takes this host's path of the named root.
+
+    # A root named inside it by editing the config and reloading (SIGHUP): files there are booked by that name.
+    config = tmp_path / "config" / "pixgrep" / "config.toml"
+    doc = tomlkit.parse(config.read_text())
+    doc["roots"]["sub"] = str(pics / "sub")  # type: ignore[index]
+    config.write_text(tomlkit.dumps(doc))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "sub" in json.loads(cli(env, "status", "--json").stdout)["named_roots"], 30, "the reload")
+    [third] = copy_corpus(pics / "sub", corpus_files(1, offset=5))
+    wait_for(lambda: len(_booked(home)) == 3, 120, "the third image booked")
+    assert f"sub:/{third.name}".encode() in {p for p, _ in _booked(home)}
+
+    # unwatch --forget takes this host's path of the named root, and the root named inside it goes too.
     r = cli(env, "unwatch", str(pics), "--forget")
-    assert "forgot 2 indexed files" in r.stdout
+    assert "forgot 3 indexed files" in r.stdout
     assert _booked(home) == []

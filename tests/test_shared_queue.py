@@ -158,3 +158,26 @@ def test_hosts_mounting_a_named_root_elsewhere_share_its_rows_and_others_leave_t
     finally:
         other.close()
         bare.close()
+
+
+def test_naming_an_indexed_root_rebooks_it_in_bulk_and_a_booked_key_wins(books: Catalog, url: str) -> None:
+    """``Catalog.use_mounts`` on both databases: absolute rows under the mount become keys; where another host
+    already booked the key, the absolute twin goes (its content keeps the key's row)."""
+    from pixgrep.catalog import Link
+    from pixgrep.roots import RootMap
+
+    books.seed([{"hash": h, "status": "done"} for h in ("h1", "h2", "h3")], [])
+    books.link([Link("/mnt/nas/a.png", "/mnt/nas", "h1", 1, 2, 3), Link("/mnt/nas/b.png", "/mnt/nas", "h2", 1, 2, 3)])
+    books.link([Link("nas:/b.png", "nas:", "h3", 1, 2, 3), Link("/home/c.png", None, "h3", 1, 2, 3)])
+    books.add_roots(["/mnt/nas"])
+    Queue(books).put([Job("/mnt/nas/q.png"), Job("/home/q.png")])
+    assert books.use_mounts(RootMap.of({"nas": "/mnt/nas"})) == 4
+    bare = Catalog(url)
+    try:
+        assert bare.paths() == {"nas:/a.png": "h1", "nas:/b.png": "h3", "/home/c.png": "h3"}
+        assert bare.roots() == ["nas:"]
+        assert sorted(p for p, *_ in Queue(bare).rows()) == ["/home/q.png", "nas:/q.png"]
+        assert bare.path_entry("nas:/a.png").root == "nas:"  # type: ignore[union-attr]
+    finally:
+        bare.close()
+    assert books.orphans() == ["h2"]  # the absolute twin's bytes: purged by the next purge_orphans

@@ -504,18 +504,31 @@ class Catalog:
         n = 0
         with self.session() as s:
             for model, cols in ((PathEntry, ("path", "root")), (Root, ("path",)), (QueueItem, ("path", "src"))):
-                key = model.path
-                under = or_(key == mount, and_(key >= lo, key < hi))  # type: ignore[operator]
-                rows = s.execute(select(*(getattr(model, c) for c in cols)).where(under)).all()
-                for row in rows:
-                    old = row[0]
-                    new = {c: (one.to_key(v) if v is not None else None) for c, v in zip(cols, row, strict=True)}
-                    if s.scalar(select(key).where(key == new["path"])) is not None:
-                        s.execute(delete(model).where(key == old))
-                    else:
-                        s.execute(update(model).where(key == old).values(**new))
-                    n += 1
+                n += self._adopt_rows(s, cast(Table, model.__table__), cols, mount, lo, hi, one)
         return n
+
+    @staticmethod
+    def _adopt_rows(s: Session, t: Table, cols: tuple[str, ...], mount: str, lo: bytes, hi: bytes, one: RootMap) -> int:
+        """Rewrite ``t``'s rows at or under ``mount`` to keys, in bulk (a named archive may hold millions)."""
+        key = t.c.path
+        under = or_(key == mount, and_(key >= lo, key < hi))
+        moves = {
+            row[0]: {f"b_{c}": (None if v is None else one.to_key(v)) for c, v in zip(cols, row, strict=True)}
+            for row in s.execute(select(*(t.c[c] for c in cols)).where(under))
+        }
+        if not moves:
+            return 0
+        # A key already booked (another host named the root first) wins over its absolute twin.
+        taken: set[str] = set()
+        for chunk in _chunks([m["b_path"] for m in moves.values()]):
+            taken.update(s.scalars(select(key).where(key.in_(chunk))))
+        for chunk in _chunks([old for old, m in moves.items() if m["b_path"] in taken]):
+            s.execute(delete(t).where(key.in_(chunk)))
+        rest = [{"b_old": old, **m} for old, m in moves.items() if m["b_path"] not in taken]
+        if rest:
+            stmt = update(t).where(key == bindparam("b_old")).values({c: bindparam(f"b_{c}") for c in cols})
+            s.execute(stmt, rest)
+        return len(moves)
 
     def record_mounts(self, host: str, mounts: RootMap) -> None:
         """Book where ``host`` mounts each named root (its config's ``[roots]``), for ``pixgrep status``."""

@@ -395,9 +395,10 @@ class Supervisor:
             )
             self.notifier.ready()
 
-    def apply_roots(self, new: Settings) -> None:
+    def apply_roots(self, new: Settings, *, wait: bool = True) -> None:
         """Named roots given or changed in the config (a reload, ``pixgrep watch --name``): the books map
-        with them from now on. In the worker thread, between batches, so no batch sees two mappings."""
+        with them from now on. In the worker thread, between batches, so no batch sees two mappings;
+        ``wait=False`` (the main loop, which must keep pinging the watchdog) leaves it queued there."""
         if self.index is None or new.root_map == self.index.db.mounts:
             return
         db, host = self.index.db, new.host_name
@@ -408,7 +409,10 @@ class Supervisor:
             log.info("named roots now %s (%d paths booked under their root's name)", new.roots or "none", n)
 
         if self.worker is not None and self.worker.alive:
-            self.worker.call(use)
+            try:
+                self.worker.call(use, timeout=None if wait else 0)
+            except TimeoutError:
+                pass  # queued: the worker applies it after its batch (``use`` logs it)
         else:
             use()
         self.settings.roots = new.roots
@@ -435,7 +439,7 @@ class Supervisor:
                 log.warning("setting %r changed: restart the daemon to apply it", key)
         if old.socket_path != new.socket_path:
             log.warning("daemon.socket changed: restart the daemon to apply it")
-        self.apply_roots(new)
+        self.apply_roots(new, wait=False)
         self.settings = new
         if self.index is not None:
             self.index.settings.search = new.search  # search tuning applies to the next query
