@@ -121,7 +121,7 @@ from sqlalchemy.types import TypeDecorator
 from pixgrep import migrate
 from pixgrep.errors import BooksUnavailable
 from pixgrep.private import private_state
-from pixgrep.roots import RootMap, looks_like_key, make_key
+from pixgrep.roots import RootMap, folder_arg, make_key
 
 _CHUNK = 500  # bound parameters per IN (...), well under SQLite's limit
 
@@ -410,6 +410,11 @@ def _engine(url: URL) -> Engine:
     return engine
 
 
+def _keyed(cols: Sequence[str], row: Sequence[str | None], one: RootMap) -> dict[str, str | None]:
+    """A row's path columns as keys, named ``b_<column>`` for a bulk UPDATE."""
+    return {f"b_{c}": one.to_key(v) if v is not None else None for c, v in zip(cols, row, strict=True)}
+
+
 class Catalog:
     """The books: paths, contents, roots and the work queue (``self.queue``).
 
@@ -511,24 +516,26 @@ class Catalog:
     def _adopt_rows(s: Session, t: Table, cols: tuple[str, ...], mount: str, lo: bytes, hi: bytes, one: RootMap) -> int:
         """Rewrite ``t``'s rows at or under ``mount`` to keys, in bulk (a named archive may hold millions)."""
         key = t.c.path
-        under = or_(key == mount, and_(key >= lo, key < hi))
-        moves = {
-            row[0]: {f"b_{c}": (None if v is None else one.to_key(v)) for c, v in zip(cols, row, strict=True)}
-            for row in s.execute(select(*(t.c[c] for c in cols)).where(under))
-        }
-        if not moves:
-            return 0
-        # A key already booked (another host named the root first) wins over its absolute twin.
-        taken: set[str] = set()
-        for chunk in _chunks([m["b_path"] for m in moves.values()]):
-            taken.update(s.scalars(select(key).where(key.in_(chunk))))
-        for chunk in _chunks([old for old, m in moves.items() if m["b_path"] in taken]):
-            s.execute(delete(t).where(key.in_(chunk)))
+        rows = s.execute(select(*(t.c[c] for c in cols)).where(or_(key == mount, and_(key >= lo, key < hi))))
+        moves = {row[0]: _keyed(cols, row, one) for row in rows}
+        taken = Catalog._drop_twins(s, t, moves)
         rest = [{"b_old": old, **m} for old, m in moves.items() if m["b_path"] not in taken]
         if rest:
             stmt = update(t).where(key == bindparam("b_old")).values({c: bindparam(f"b_{c}") for c in cols})
             s.execute(stmt, rest)
         return len(moves)
+
+    @staticmethod
+    def _drop_twins(s: Session, t: Table, moves: dict[str, dict[str, str | None]]) -> set[str]:
+        """Delete the rows whose key is already booked (another host named the root first: the key wins over
+        its absolute twin); returns those keys."""
+        key = t.c.path
+        taken: set[str] = set()
+        for chunk in _chunks([m["b_path"] for m in moves.values()]):
+            taken.update(s.scalars(select(key).where(key.in_(chunk))))
+        for chunk in _chunks([old for old, m in moves.items() if m["b_path"] in taken]):
+            s.execute(delete(t).where(key.in_(chunk)))
+        return taken
 
     def record_mounts(self, host: str, mounts: RootMap) -> None:
         """Book where ``host`` mounts each named root (its config's ``[roots]``), for ``pixgrep status``."""
@@ -680,9 +687,7 @@ class Catalog:
             return {}
         stmt = select(PathEntry.content_hash, PathEntry.path).where(PathEntry.content_hash.in_(list(hashes)))
         if in_dir:
-            stmt = stmt.where(
-                self._under(PathEntry.path, in_dir if looks_like_key(in_dir) else os.path.abspath(in_dir))
-            )
+            stmt = stmt.where(self._under(PathEntry.path, folder_arg(in_dir)))
         out: dict[str, list[str]] = {}
         with self.session() as s:
             for h, p in s.execute(stmt.order_by(PathEntry.path)):
@@ -694,7 +699,7 @@ class Catalog:
             found = s.execute(select(Content.hash, Content.status).where(Content.hash.in_(list(out))))
             done = {h for h, status in found if status == ContentStatus.DONE}
         # Sorted as this host's paths (the keys of named roots sort apart from absolute paths).
-        return {h: sorted(v) if self.mounts else v for h, v in out.items() if h in done}
+        return {h: sorted(v) for h, v in out.items() if h in done}
 
     def with_a_path(self, hashes: Sequence[str]) -> list[tuple[Content, str]]:
         """Each of ``hashes`` that has a path, with one of its paths."""
