@@ -333,3 +333,16 @@ def test_in_takes_a_named_roots_key_as_it_is(monkeypatch: pytest.MonkeyPatch, tm
     # The standard-library fast path leaves such a folder to the full CLI, which knows the keys.
     assert fast.parse_search(["search", "--in", "nas:/sub", "cat"]) is None
     assert fast.parse_search(["search", "--in", "sub", "cat"]) is not None
+
+
+def test_a_name_dropped_from_the_config_is_named_in_a_warning(
+    hosts: tuple[Catalog, Catalog], caplog: pytest.LogCaptureFixture
+) -> None:
+    from pixgrep.service.supervisor import book_mounts
+
+    a, _ = hosts
+    book_mounts(a, "host-a", RootMap.of({"nas": "/mnt/nas", "pics": "/srv/pics"}))
+    assert not caplog.records
+    book_mounts(a, "host-a", RootMap.of({"nas": "/mnt/nas"}))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["named roots pics are no longer in [roots]"]
+    assert a.root_mounts() == [("nas", "host-a", "/mnt/nas")]

@@ -31,7 +31,9 @@ from typing import Any
 
 from pixgrep import scan
 from pixgrep.app import Index
+from pixgrep.catalog import Catalog
 from pixgrep.errors import AlreadyRunning, EmbeddingMismatch, StoreUnavailable
+from pixgrep.roots import RootMap
 from pixgrep.service.api import ApiError, ApiServer, socket_taken
 from pixgrep.service.backend import DaemonBackend, version
 from pixgrep.service.fleet import Heartbeat
@@ -82,6 +84,19 @@ def _tiny_png() -> bytes:
 
 def _folders(settings: Settings) -> list[Folder]:
     return [Folder(str(f.path), f.polling) for f in settings.watch.folders]
+
+
+def book_mounts(db: Catalog, host: str, mounts: RootMap) -> None:
+    """Book where this host mounts its named roots (``pixgrep status``), and warn about a name dropped from
+    ``[roots]``: its files stay booked by name (another host may share them), shown here as ``name:/…``."""
+    dropped = sorted({n for n, h, _ in db.root_mounts() if h == host} - set(mounts.names()))
+    if dropped:
+        log.warning(
+            "named roots %s are no longer in [roots]: their files stay booked by name and show as name:/... "
+            "on this host; name them again (any mount point) to see them here",
+            ", ".join(dropped),
+        )
+    db.record_mounts(host, mounts)
 
 
 class Supervisor:
@@ -163,7 +178,7 @@ class Supervisor:
             lease_seconds=s.daemon.lease_seconds,
         )
         self.queue.recover()
-        self.index.db.record_mounts(s.host_name, s.root_map)
+        book_mounts(self.index.db, s.host_name, s.root_map)
         # Bytes this daemon OCRs are leased to it, so another daemon sharing the books waits for them.
         self.index.pipeline.lease = (self.queue.owner, s.daemon.lease_seconds)
         self.heartbeat = Heartbeat(
@@ -405,7 +420,7 @@ class Supervisor:
 
         def use() -> None:
             n = db.use_mounts(new.root_map)
-            db.record_mounts(host, new.root_map)
+            book_mounts(db, host, new.root_map)
             log.info("named roots now %s (%d paths booked under their root's name)", new.roots or "none", n)
 
         if self.worker is not None and self.worker.alive:
