@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,9 +56,26 @@ def cold(env: dict[str, str], q: str) -> tuple[float, list[str]]:
     return dt, [line.split('"score"')[0] for line in r.stdout.splitlines()]
 
 
-def console(env: dict[str, str], q: str) -> float:
+def console(env: dict[str, str], q: str, cpu: list[float] | None = None) -> float:
     pixgrep = shutil.which("pixgrep", path=os.path.dirname(sys.executable)) or "pixgrep"
-    return timed([pixgrep, "search", "--json", q], env)[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    dt = timed([pixgrep, "search", "--json", q], env)[0]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:  # CPU time of the client process: what its wall time would be on an idle core
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return dt
+
+
+def _pid(d: Daemon) -> int:
+    assert d.proc is not None
+    return d.proc.pid
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU a process (all its threads) has used: utime + stime from /proc (10 ms ticks)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def build(code: Path, home: Path, n: int) -> None:
@@ -128,18 +146,25 @@ def measure(n: int, base_code: Path, reuse: Path | None, queries: list[str], run
                 console(env[arm], q)
         api: dict[str, list[float]] = {"baseline": [], "candidate": []}
         cli: dict[str, list[float]] = {"baseline": [], "candidate": []}
+        cli_cpu: dict[str, list[float]] = {"baseline": [], "candidate": []}
+        # The daemon's CPU over the whole loop (two searches a query: the API request and the CLI's).
+        daemon_cpu = {arm: -process_cpu(_pid(daemons[arm])) for arm in daemons}
         for i, q in enumerate(queries[:runs]):
             order = ("baseline", "candidate") if i % 2 == 0 else ("candidate", "baseline")
             for arm in order:
                 t = time.perf_counter()
                 daemons[arm].search(q)
                 api[arm].append(time.perf_counter() - t)
-                cli[arm].append(console(env[arm], q))
+                cli[arm].append(console(env[arm], q, cli_cpu[arm]))
+        for arm in daemons:
+            daemon_cpu[arm] += process_cpu(_pid(daemons[arm]))
         for arm in ("baseline", "candidate"):
             rss = daemons[arm].rss()
             rows.append(
                 f"| {n:,} | {arm} | daemon: CLI (API) | {med(cli[arm])} ({med(api[arm])}) | {p95(cli[arm])} "
-                f"| RSS {rss['daemon']:.0f} MiB (peak {rss['daemon_peak']:.0f}) + OCR {rss['children']:.0f} MiB |"
+                f"| RSS {rss['daemon']:.0f} MiB (peak {rss['daemon_peak']:.0f}) + OCR {rss['children']:.0f} MiB; "
+                f"CPU a search: client {med(cli_cpu[arm])} ms (p50) + daemon "
+                f"{daemon_cpu[arm] / (2 * runs) * 1000:.0f} ms (mean) |"
             )
     finally:
         for d in daemons.values():
