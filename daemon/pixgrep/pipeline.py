@@ -112,6 +112,12 @@ class Pipeline:
                 )
             return self._whole_embedder
 
+    def warm_embedders(self) -> None:
+        """Load the embedders' weights, not just their tokenizers (the whole-text model's too, if any)."""
+        self.embedder.embed(["warm up"])
+        if self.whole_embedder is not None:
+            self.whole_embedder.embed(["warm up"])
+
     def has_store(self) -> bool:
         return self._store is not None
 
@@ -313,9 +319,7 @@ class Pipeline:
 
     def _warm_stages(self) -> None:
         try:
-            self.embedder.embed(["warm up"])  # loads the weights, not just the tokenizer
-            if self.whole_embedder is not None:
-                self.whole_embedder.embed(["warm up"])
+            self.warm_embedders()
             self.store  # noqa: B018
         except Exception as e:  # the batch that needs them meets the same error and records it
             log.debug("warming the embedder and store failed: %s", e)

@@ -254,7 +254,7 @@ class Supervisor:
         warned = False
         while not self._stop.is_set():
             try:
-                p.embedder.embed(["warm up"])
+                p.warm_embedders()
                 p.store  # noqa: B018  (opens Milvus, holding its lock from here on)
                 break
             except (EmbeddingMismatch, BackendUnavailable) as e:
