@@ -93,13 +93,18 @@ def describe(settings: Settings) -> list[ModelInfo]:
             )
         )
     out.append(_embed_info(settings.embed))
-    if settings.embed.whole_backend:  # the second model, for whole texts and captions
-        whole = settings.embed.model_copy(update={"backend": settings.embed.whole_backend})
-        out.append(_embed_info(whole, stage="embed-whole"))
+    out += _whole_info(settings.embed)
     c = settings.caption
     if c.model:
         out.append(_hub_model("caption", c.backend, c.model, "caption.model"))
     return out
+
+
+def _whole_info(e: Any) -> list[ModelInfo]:
+    """The second model, for whole texts and captions (``embed.whole_backend``), if there is one."""
+    if not e.whole_backend:
+        return []
+    return [_embed_info(e.model_copy(update={"backend": e.whole_backend}), stage="embed-whole")]
 
 
 def _embed_info(e: Any, stage: str = "embed") -> ModelInfo:
