@@ -287,6 +287,22 @@ def test_meaning_query_found_by_the_e5_leg_through_milvus_lite(tmp_path: Path) -
     assert "(rank 1)" not in legs["dense"], legs  # USE alone puts another meme first
     assert all("whole" in lg for _, lg in results)  # every result had a whole-text match
 
+    # The same search through the daemon (which loads both models at start).
+    import signal
+
+    from test_daemon import DaemonProc
+
+    d = DaemonProc(env, tmp_path / "daemon.log")
+    try:
+        d.start()
+        r = _cli("search", "--all", "--explain", "-k", "5", MEANING, env=env)
+        assert r.returncode == 0 and "no daemon running" not in r.stderr, r.stderr
+        assert _explained(r.stdout)[0] == (path, legs)
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+    finally:
+        d.kill()
+
     # The same index without the whole-text leg: refused in one line until its vectors are rebuilt.
     del env["PIXGREP_EMBED__WHOLE_BACKEND"]
     r = _cli("search", MEANING, env=env)
