@@ -515,6 +515,65 @@ def test_full_disk_index_exits_74_and_search_keeps_answering(home: Path, tmp_pat
         record("test_full_disk", seed=seed, tmpfs="64m", filled_bytes=filled, exit_code=r.returncode, message=lines[0])
 
 
+def test_full_disk_under_the_daemon_keeps_the_work_and_resumes(home: Path, tmp_path: Path) -> None:
+    """$PIXGREP_HOME fills up under a running daemon (the books, the queue and Milvus Lite alike): the files
+    that arrive meanwhile are neither lost nor failed; the daemon says "no space left on ..." in its log and
+    status, search answers, and once space is freed they are indexed without a restart."""
+    rng, seed = make_rng("test_full_disk_daemon")
+    files = corpus_files(6, stride=83, offset=rng.randrange(83))
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    with small_tmpfs(tmp_path / "disk", "64m") as disk:
+        env = _env(
+            PIXGREP_HOME=str(disk / "home"),
+            PIXGREP_OCR__WORKERS="1",
+            PIXGREP_WATCH__STABLE_SECONDS="0.3",
+            PIXGREP_PIPELINE__BATCH_SIZE="2",
+        )
+        cli(env, "watch", str(pics))
+        d = Daemon(env, tmp_path / "daemon.log")
+        try:
+            d.spawn()
+            wait_for(d.status, 120, "the daemon to answer")
+            copy_corpus(pics, files[:2])
+            wait_for(lambda: _counts(d)[0].get("indexed") == 2, 120, "the first files to be indexed")
+            query = _some_text(env)
+
+            filled = fill(disk)
+            copy_corpus(pics, files[2:])
+
+            def full_state() -> str | None:
+                state = str(_counts(d)[1].get("state", ""))
+                return state if "no space left on" in state else None
+
+            info = wait_for(full_state, 120, "the daemon to say the disk is full")
+            time.sleep(rng.uniform(5.0, 10.0))  # long enough for several retries or probes
+            assert d.proc is not None and d.proc.poll() is None, d.log.read_text()[-3000:]
+            counts, daemon = _counts(d)
+            assert counts.get("failed", 0) == 0 and daemon["queue"].get("failed", 0) == 0, f"seed {seed}: {daemon}"
+            assert "no space left on" in daemon["state"], daemon
+            s = cli(env, "search", "--json", "-k", "1", "--mode", "keyword", query, check=False)
+            assert s.returncode == 0 and "Traceback" not in s.stderr, s.stderr
+            assert s.stdout.strip(), "search answered nothing on a full disk"
+            log_text = d.log.read_text(errors="replace")
+            assert "no space left on" in log_text
+            assert log_text.count("Traceback") == 0, log_text[-3000:]
+
+            for f in disk.glob(".filler*"):
+                f.unlink()
+            total = len(files)
+            wait_for(lambda: _counts(d)[0].get("indexed") == total, 120, "the queue to resume once space is freed")
+            counts, daemon = _counts(d)
+            assert counts.get("failed", 0) == 0, f"seed {seed}: {counts}"
+            assert "no space left" not in daemon["state"], daemon
+            assert d.stop() == 0
+        finally:
+            d.kill()
+        problems = inconsistencies(load_settings(home=disk / "home"), disk=on_disk(pics))
+        assert problems == [], f"seed {seed}: {problems}"
+        record("test_full_disk_daemon", seed=seed, tmpfs="64m", filled_bytes=filled, files=total, paused_state=info)
+
+
 def _some_text(env: dict[str, str]) -> str:
     """A word of OCR text of some indexed image, straight from the books."""
     home = Path(env["PIXGREP_HOME"])

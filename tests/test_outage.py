@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pixgrep.errors import StoreUnavailable
-from pixgrep.service.outage import Outage
+from pixgrep.errors import DiskFull, StoreUnavailable
+from pixgrep.service.outage import DiskOutage, Outage
 
 
 class Clock:
@@ -53,3 +53,38 @@ def test_other_errors_from_the_probe_are_not_swallowed() -> None:
     o.begin("down")
     with pytest.raises(RuntimeError):
         o.probe()
+
+
+def test_an_outage_right_after_the_last_one_keeps_backing_off() -> None:
+    """A disk that refills at once (or a store that flaps) must not be retried at the first interval each time."""
+    clock = Clock()
+    o = Outage(lambda: None, first=0.5, cap=4.0, clock=clock, wall=clock)
+    o.begin("down")
+    clock.t += o.wait_seconds()
+    assert o.probe()
+    o.begin("down again at once")
+    assert o.outages == 2 and o.wait_seconds() == 1.0
+    clock.t += 1.0
+    assert o.probe()
+    clock.t += 60.0  # long after: a new outage starts over
+    o.begin("down a minute later")
+    assert o.wait_seconds() == 0.5
+
+
+def test_a_full_disk_pauses_until_its_probe_finds_room() -> None:
+    clock = Clock()
+    room = {"ok": False}
+
+    def probe() -> None:
+        if not room["ok"]:
+            raise DiskFull("/state", 28)
+
+    o = DiskOutage(probe, clock=clock, wall=clock)
+    o.begin(str(DiskFull("/state", 28)))
+    assert (o.describe() or "").startswith("no space left on /state (ENOSPC")
+    assert "queue paused since 1970-01-01 00:16:40 UTC" in (o.describe() or "")
+    clock.t += o.wait_seconds()
+    assert not o.probe() and o.down  # a DiskFull from the probe means: still full
+    room["ok"] = True
+    clock.t += o.wait_seconds()
+    assert o.probe() and not o.down

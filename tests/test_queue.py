@@ -175,3 +175,59 @@ def test_the_startup_rescan_does_not_reset_the_crash_count(q: WorkQueue) -> None
     assert state == "failed" and "crashes" in (error or "")
     q.put([Job(path)])  # the file changed (a watcher event): worth another try
     assert [it.path for it in q.claim(10)] == [path]
+
+
+def test_a_full_disk_holds_enqueues_and_pauses_the_worker_s_writes(
+    q: WorkQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The books on a full disk (issue 9): nothing is lost or failed, and all of it lands once there is room."""
+    from pixgrep import diskfull
+    from pixgrep.catalog import Queue
+    from pixgrep.errors import DiskFull
+
+    q.put([Job("/a.jpg")])
+    claimed = q.claim(10)
+    real_put, real_claim, real_release = Queue.put, Queue.claim, Queue.release
+
+    def full(*_a: object, **_k: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Queue, "put", full)
+    monkeypatch.setattr(Queue, "claim", full)
+    monkeypatch.setattr(Queue, "release", full)
+    monkeypatch.setattr(diskfull, "no_room", lambda _path: True)
+    assert q.put([Job("/b.jpg"), Job("/c.jpg")]) == 0  # held, not raised (a watcher thread must not die)
+    assert q.put([Job("/b.jpg", "delete")]) == 0
+    assert q.held == 3 and q.full.down and "no space left on" in (q.full.describe() or "")
+    with pytest.raises(DiskFull):
+        q.claim(10)
+    with pytest.raises(DiskFull):
+        q.release(claimed)
+    assert q.prune() == 0
+    q.full._next = 0.0  # the probe is due now
+    assert not q.full.probe() and q.held == 3  # still no room: still held
+
+    monkeypatch.setattr(Queue, "put", real_put)
+    monkeypatch.setattr(Queue, "claim", real_claim)
+    monkeypatch.setattr(Queue, "release", real_release)
+    monkeypatch.setattr(diskfull, "no_room", lambda _path: False)
+    q.full._next = 0.0
+    assert q.full.probe() and not q.full.down and q.held == 0
+    q.release(claimed)
+    rows = {path: (op, state) for path, op, state, _src in q.rows()}
+    assert rows == {"/a.jpg": ("upsert", "pending"), "/b.jpg": ("delete", "pending"), "/c.jpg": ("upsert", "pending")}
+    assert q.depth()["failed"] == 0
+
+
+def test_other_errors_of_an_enqueue_still_raise_and_keep_what_was_held(
+    q: WorkQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixgrep.catalog import Queue
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise sqlite3.OperationalError("no such table: queue")
+
+    monkeypatch.setattr(Queue, "put", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        q.put([Job("/a.jpg")])
+    assert q.held == 0 and not q.full.down

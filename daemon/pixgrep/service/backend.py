@@ -95,7 +95,8 @@ class DaemonBackend:
             "running": True,
             "pid": os.getpid(),
             # "store unavailable since T: why" while the worker waits for the vector store.
-            "state": (w.outage.describe() if w else None) or sup.state,
+            # "no space left on P ...; queue paused since T" while the disk under the books is full.
+            "state": (w.outage.describe() if w else None) or sup.queue.full.describe() or sup.state,
             "version": version(),
             "started_at": sup.started_at,
             "uptime_seconds": round(time.time() - sup.started_at, 1),

@@ -79,8 +79,10 @@ class Heartbeat(StoppableThread):
                 self.error = None
             except Exception as e:
                 # The books may be away for a while (PostgreSQL restarting): keep beating.
-                self.error = f"heartbeat failed: {str(e).splitlines()[0][:200]}"
-                log.warning("%s", self.error)
+                error = f"heartbeat failed: {str(e).splitlines()[0][:200]}"
+                if error != self.error:  # once per cause, not every beat of a long outage (a full disk)
+                    log.warning("%s", error)
+                self.error = error
 
     def stop(self, timeout: float | None = 10.0) -> bool:
         ok = super().stop(timeout)

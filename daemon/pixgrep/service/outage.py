@@ -4,6 +4,11 @@ An unreachable store is not a per-file failure (issue 9, defect 2): the worker s
 claiming work, puts back what it held without counting an attempt, and probes the
 store with exponential backoff capped at a few seconds, so work resumes within
 seconds of the store's return however long the outage lasted.
+
+A full disk under the state folder is the same kind of pause (``DiskOutage``): the probe
+checks for room and writes what was held back; an outage that begins again soon after
+one ended keeps backing off instead of starting over, so a disk that keeps refilling
+is not retried (nor its OCR redone) twice a second.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from pixgrep.errors import StoreUnavailable
+from pixgrep.errors import DiskFull, StoreUnavailable
 
 log = logging.getLogger("pixgrep.service.outage")
 
@@ -23,6 +28,12 @@ MAX_PROBE_INTERVAL = 5.0
 
 class Outage:
     """Tracks one outage at a time; thread-safe for the status reader."""
+
+    # What a failed probe raises, and the words of the log and of the status.
+    failure: tuple[type[Exception], ...] = (StoreUnavailable,)
+    began = "vector store unavailable, pausing the queue: %s"
+    ended = "vector store is back after %.0fs; resuming the queue"
+    state = "store unavailable since {stamp}: {error}"
 
     def __init__(
         self,
@@ -45,6 +56,7 @@ class Outage:
         self.outages = 0
         self._delay = first
         self._next = 0.0
+        self._ended = float("-inf")  # clock time the last outage ended
 
     @property
     def down(self) -> bool:
@@ -59,9 +71,11 @@ class Outage:
                 return
             self.since = self._wall()
             self.outages += 1
-            self._delay = self.first
+            # Down again right after a probe said it was back: keep backing off rather than start over.
+            again = self._clock() - self._ended < 2 * self.cap
+            self._delay = min(self.cap, self._delay * 2) if again else self.first
             self._next = self._clock() + self._delay
-        log.warning("vector store unavailable, pausing the queue: %s", error)
+        log.warning(self.began, error)
 
     def wait_seconds(self) -> float:
         """Seconds until the next probe is due (0 when due now or not down)."""
@@ -78,7 +92,7 @@ class Outage:
             self.probes += 1
         try:
             self._probe()
-        except StoreUnavailable as e:
+        except self.failure as e:
             with self._lock:
                 self.error = str(e)
                 self._delay = min(self.cap, self._delay * 2)
@@ -86,7 +100,8 @@ class Outage:
             return False
         with self._lock:
             since, self.since = self.since, None
-        log.warning("vector store is back after %.0fs; resuming the queue", self._wall() - (since or self._wall()))
+            self._ended = self._clock()
+        log.warning(self.ended, self._wall() - (since or self._wall()))
         return True
 
     def describe(self) -> str | None:
@@ -95,4 +110,17 @@ class Outage:
             if self.since is None:
                 return None
             stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
-            return f"store unavailable since {stamp}: {self.error}"
+            return self.state.format(stamp=stamp, error=self.error)
+
+
+class DiskOutage(Outage):
+    """No space left under the state folder: the queue pauses until there is room (issue 9, defect 6)."""
+
+    failure = (DiskFull,)
+    began = "%s; pausing the queue until there is room (nothing is marked failed for it)"
+    ended = "there is room on the disk again after %.0fs; resuming the queue"
+    state = "{error}; queue paused since {stamp}"
+
+    def __init__(self, probe: Callable[[], object], **kw: Callable[[], float]) -> None:
+        # A disk is freed by a person, not in seconds: probe less often than a store.
+        super().__init__(probe, first=1.0, cap=10.0, **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import errno
 import logging
 import os
 import threading
@@ -12,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pixgrep import scan
+from pixgrep import diskfull, scan
 from pixgrep.catalog import OutcomeStatus, QueueOp
-from pixgrep.errors import PixgrepError, RetryableError
+from pixgrep.errors import DiskFull, PixgrepError, RetryableError
 from pixgrep.pipeline import Outcome, Pipeline
 from pixgrep.service.outage import Outage
 from pixgrep.service.queue import Item, Job, WorkQueue
@@ -71,6 +72,8 @@ class Worker(StoppableThread):
         self._calls_lock = threading.Lock()
         # A store outage pauses the queue (issue 9, defect 2): nothing is claimed until a probe answers.
         self.outage = Outage(lambda: self.pipeline.store.probe())
+        # Claims a full disk kept us from settling: back to pending once there is room.
+        self._stranded: list[Item] = []
 
     # Lifecycle ---------------------------------------------------------------
     def stop(self, timeout: float | None = None) -> bool:
@@ -87,19 +90,36 @@ class Worker(StoppableThread):
         while self.should_keep_running():
             self._run_calls()
             if self.outage.down:
-                self._wait_for_store()
-            elif not self.step():
+                self._wait_for(self.outage)
+            elif self.queue.full.down:
+                self._wait_for(self.queue.full)
+            elif not self._step():
                 self._idle()
         self._run_calls(cancel=True)
 
-    def _wait_for_store(self) -> None:
+    def _wait_for(self, outage: Outage) -> None:
         """Paused: sleep until the next probe is due (a stop or a call wakes us), then probe."""
-        wait = self.outage.wait_seconds()
+        wait = outage.wait_seconds()
         if wait > 0:
             self.queue.wake.wait(wait)
             self.queue.wake.clear()
-        if self.should_keep_running() and self.outage.probe():
+        if self.should_keep_running() and outage.probe():
+            self._unstrand()
             self.queue.wake.set()  # resume at once
+
+    def _step(self) -> bool:
+        """``step``, with a full disk a pause: the queue paused itself, the claims wait for room."""
+        try:
+            return self.step()
+        except DiskFull:
+            return True
+
+    def _unstrand(self) -> None:
+        stranded, self._stranded = self._stranded, []
+        try:
+            self.queue.release(stranded)
+        except DiskFull:
+            self._stranded = stranded
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run ``fn`` in the worker thread between batches and return its result."""
@@ -157,6 +177,9 @@ class Worker(StoppableThread):
         t0 = time.monotonic()
         try:
             n = self.process(items)
+        except DiskFull:
+            self._stranded.extend(items)  # only rows still claimed go back (see Queue.release)
+            raise
         finally:
             self._claimed = []
             self.current = []
@@ -205,10 +228,14 @@ class Worker(StoppableThread):
         try:
             if fn():
                 self.queue.done([item])
+        except DiskFull:
+            raise
         except RetryableError as e:
             self._note_error(item.path, str(e))
             self.queue.retry(item, str(e))
         except Exception as e:
+            if (full := self.queue.disk_full(e)) is not None:
+                raise full from e
             log.exception("%s failed", item.op, extra={"file": item.path})
             self._note_error(item.path, f"{type(e).__name__}: {e}")
             self.queue.retry(item, f"{type(e).__name__}: {e}")
@@ -345,12 +372,14 @@ class Worker(StoppableThread):
                 should_stop=lambda: self.stopping,
             )
             if self.pipeline.store_error is not None:
-                self.outage.begin(str(self.pipeline.store_error))
+                self._store_failed(self.pipeline.store_error)
             return []
         except RetryableError as e:
             # e.g. Milvus went away while linking a duplicate: the whole group waits.
             error = str(e)
         except Exception as e:
+            if (full := self.queue.disk_full(e)) is not None:
+                raise full from e
             log.exception("batch of %d failed", len(group))
             error = f"{type(e).__name__}: {e}"
         retried = [it for it in group if it.path not in outcomes]
@@ -358,6 +387,21 @@ class Worker(StoppableThread):
             self._note_error(it.path, error)
             self.queue.retry(it, error)
         return retried
+
+    def _store_failed(self, e: Exception) -> None:
+        """A store write failed: Milvus Lite on a full disk pauses for room, anything else for the store."""
+        if self.queue.disk_full(e) is None:
+            self.outage.begin(str(e))
+
+    def _paused(self, error: str | None) -> bool:
+        """Whether a passing outcome waits for the store or for room (no attempt counted)."""
+        if self.outage.down or self.queue.full.down:
+            return True
+        if not diskfull.no_room(self.queue.home):
+            return False
+        # e.g. a write of the batch failed and the pipeline kept it as a retry: the disk is full.
+        self.queue.full.begin(f"{DiskFull(str(self.queue.home), errno.ENOSPC)} ({error})")
+        return True
 
     def _settle(self, by_path: dict[str, Item], outcomes: dict[str, Outcome]) -> int:
         """Queue rows follow the outcomes: recorded ones are done (with their reason), passing ones retry,
@@ -370,7 +414,7 @@ class Worker(StoppableThread):
             o = outcomes.get(path)
             if o is not None and o.status == OutcomeStatus.BUSY:
                 self.queue.defer(it, time.time() + 1.0)
-            elif o is None or (not o.status.recorded and self.outage.down):
+            elif o is None or (not o.status.recorded and self._paused(o.error)):
                 back.append(it)
             elif not o.status.recorded:
                 self._note_error(path, o.error or "retry")
