@@ -314,3 +314,28 @@ def test_meaning_query_found_by_the_e5_leg_through_milvus_lite(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     results = _explained(r.stdout)
     assert results[0][0] != target and not any("whole" in lg for _, lg in results), r.stdout
+
+
+@pytest.mark.slow
+def test_a_milvus_server_indexes_the_whole_text_field_too(tmp_path: Path) -> None:
+    import milvusserver
+
+    rng = np.random.default_rng(4)
+    with milvusserver.running(tmp_path / "milvus") as uri:
+        st = MilvusStore(uri, collection="c", embed_name="m", dim=DIM, whole=("w", WDIM))
+        try:
+            assert st.local is None and st.index_type == "HNSW"
+            desc = st.client.describe_index("c", "whole")
+            assert desc["index_type"] == "HNSW" and desc["metric_type"] == "IP"
+            assert not st.client.has_collection("c_parts") or "whole" not in str(
+                st.client.describe_collection("c_parts")
+            )
+            items = [(f"h{i}", _segs(f"n{i}"), _unit(rng, 4)) for i in range(20)]
+            wholes = [_unit(rng, 2, WDIM) for _ in items]
+            st.upsert_many(items, whole=wholes)
+            for (h, _, vecs), w in list(zip(items, wholes, strict=True))[:5]:
+                hit = st.search_whole(w[1], 3)[0]
+                assert (hit.content_hash, hit.kind) == (h, "caption") and hit.score == pytest.approx(1.0, abs=1e-3)
+                assert st.search_dense(vecs[2], 1)[0].kind == "line"  # the parts collection, no whole field
+        finally:
+            st.close()
