@@ -15,6 +15,12 @@ and dangling paths, purges pathless contents, re-embeds contents with wrong
 rows from their stored text, deletes orphan rows and rebuilds the local index
 from Milvus; then it checks again and reports what is left.
 
+Without ``--repair`` nothing under the state folder changes: opening the index
+migrates the books, closes the state's permissions, checkpoints SQLite and
+rebuilds a stale local index, so a check opens a private copy of the state in
+``$TMPDIR`` (as much room as the state takes, for the length of the check) and
+reports what ``--repair`` would fix. A Milvus server is opened as it is.
+
 Exit status of the command: 0 when nothing is wrong (after ``--repair``: when
 nothing is left), 1 when problems were found (are left).
 
@@ -26,13 +32,19 @@ It opens the index itself, so no daemon may hold it (:func:`diagnose` raises
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixgrep.errors import AlreadyRunning
 from pixgrep.private import close_entries, loose_entries
 from pixgrep.roots import is_key
+from pixgrep.settings import is_lite_uri
 
 if TYPE_CHECKING:
     from pixgrep.app import Index
@@ -128,7 +140,7 @@ def _check_store(index: Index, b: _Books) -> tuple[list[Problem], dict[str, int]
     # The local dense index is Milvus Lite's companion: other stores have none.
     lite = store if isinstance(store, MilvusStore) else None
     if lite is not None and lite.local_rebuilt:
-        out.append(Problem("local index", str(lite.uri), f"{lite.local_rebuilt}; rebuilt from Milvus when opened"))
+        out.append(Problem("local index", str(lite.uri), f"{lite.local_rebuilt}; --repair rebuilds it from Milvus"))
     if lite is not None and lite.local is not None:
         counts["local_rows"] = local = lite.local.count()
         if local != milvus:
@@ -186,6 +198,52 @@ def _repair(settings: Settings, index: Index, problems: list[Problem]) -> list[s
     return done
 
 
+def _regular_or_dir(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: sockets, FIFOs and devices are not state (and cannot be copied)."""
+    out = []
+    for n in names:
+        mode = os.lstat(os.path.join(folder, n)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            out.append(n)
+    return out
+
+
+@contextmanager
+def _snapshot(settings: Settings) -> Iterator[Settings]:
+    """Settings on a private copy of the state: what a check may open without changing the real one."""
+    with tempfile.TemporaryDirectory(prefix="pixgrep-doctor-") as tmp:  # 0700
+        copy = Path(tmp) / "home"
+        shutil.copytree(settings.home, copy, symlinks=True, ignore=_regular_or_dir)
+        update: dict[str, Any] = {"home": copy}
+        uri = settings.milvus.uri
+        if uri and is_lite_uri(uri) and Path(uri).is_relative_to(settings.home):
+            update["milvus"] = settings.milvus.model_copy(
+                update={"uri": str(copy / Path(uri).relative_to(settings.home))}
+            )
+        yield settings.model_copy(update=update)
+
+
+def _check_only(settings: Settings, report: Report) -> None:
+    perms = _permissions(settings)
+    if not settings.books_exist:
+        report.found, report.counts = perms, {}
+        return
+    from pixgrep.app import Index
+
+    with _snapshot(settings) as copy:
+        index = Index(copy, ocr_workers=0)
+        try:
+            found, report.counts = _check(copy, index, [])
+        finally:
+            index.close()
+    # Subjects name the real state, not the copy.
+    where = str(copy.home)
+    report.found = perms + [
+        Problem(p.kind, p.subject.replace(where, str(settings.home)), p.detail.replace(where, str(settings.home)))
+        for p in found
+    ]
+
+
 def diagnose(settings: Settings, *, repair: bool = False) -> Report:
     """Check (and with ``repair`` fix) the index under ``settings.home``; raises AlreadyRunning if a daemon holds it."""
     from pixgrep.app import Index
@@ -195,12 +253,15 @@ def diagnose(settings: Settings, *, repair: bool = False) -> Report:
     if pid is not None:
         raise AlreadyRunning(f"the daemon (pid {pid}) holds {settings.home}; stop it before running doctor", pid)
     report = Report()
+    if not repair:
+        _check_only(settings, report)
+        return report
     has_books = settings.books_exist
     perms = _permissions(settings)
     index = Index(settings, ocr_workers=0) if has_books else None
     try:
         report.found, report.counts = _check(settings, index, perms)
-        if repair and report.found:
+        if report.found:
             if index is not None:
                 report.repaired = _repair(settings, index, report.found)
             else:
@@ -209,15 +270,14 @@ def diagnose(settings: Settings, *, repair: bool = False) -> Report:
     finally:
         if index is not None:
             index.close()
-    if repair:
-        # A fresh open: the store rebuilds a cleared local index, and nothing cached hides a problem.
-        perms = _permissions(settings)
-        index = Index(settings, ocr_workers=0) if has_books else None
-        try:
-            report.remaining, report.counts = _check(settings, index, perms)
-        finally:
-            if index is not None:
-                index.close()
+    # A fresh open: the store rebuilds a cleared local index, and nothing cached hides a problem.
+    perms = _permissions(settings)
+    index = Index(settings, ocr_workers=0) if has_books else None
+    try:
+        report.remaining, report.counts = _check(settings, index, perms)
+    finally:
+        if index is not None:
+            index.close()
     return report
 
 
