@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pixgrep.app import Index
-from pixgrep.catalog import ContentStatus
+from pixgrep.catalog import ContentStatus, Link
+from pixgrep.service import converge
 from pixgrep.service.outage import Outage
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.worker import Worker
@@ -148,3 +151,60 @@ def test_renames_seen_out_of_order_leave_no_stale_path(parts: tuple[Index, WorkQ
         pass
     assert StubOcrEngine.images == 1
     assert list(ix.db.paths()) == [str(tmp_path / "c" / "x.png")]
+
+
+def test_a_delete_handled_after_its_folder_moved_on_leaves_no_ghost(
+    parts: tuple[Index, WorkQueue, Worker], tmp_path: Path, clock: Clock
+) -> None:
+    """Churn (issue 9): the watcher delays deletes, so the books can rename a folder (twice) before the delete
+    of a file in it is handled. The delete names the old path; the name the folder moves carried along must
+    still leave the books (it used to follow the folder through every rename until the hourly rescan)."""
+    ix, q, w = parts
+    w.batch_size = 1  # each folder move in its own batch, as when the events arrive apart
+    clock.now = time.time()  # the worker's delays are on the wall clock
+    b, c, d = tmp_path / "b", tmp_path / "c", tmp_path / "d"
+    text_image(b / "gone.png", ["deleted while its folder moved"])
+    text_image(b / "kept.png", ["kept while its folder moved"])
+    for f in ("gone.png", "kept.png"):
+        q.upsert(str(b / f))
+    while w.step():
+        pass
+    assert StubOcrEngine.images == 2
+    (b / "gone.png").unlink()
+    q.delete(str(b / "gone.png"), not_before=clock.now + 1.0)  # the watcher's delay of a delete
+    b.rename(c)
+    q.move(str(b), str(c))
+    c.rename(d)
+    q.move(str(c), str(d))
+    while w.step():  # both folder moves; the delete is not due yet
+        pass
+    clock.now += 60.0  # every delay is over
+    while w.step():
+        pass
+    assert list(ix.db.paths()) == [str(d / "kept.png")]
+    assert StubOcrEngine.images == 2  # and the moves cost no OCR
+    assert ix.search("kept while its folder moved")[0].path == str(d / "kept.png")
+
+
+def test_a_gone_name_is_kept_while_a_queued_event_can_take_it_on(
+    parts: tuple[Index, WorkQueue, Worker], tmp_path: Path
+) -> None:
+    """converge.ghosts: only names that are gone and that no live queue row names or moves on."""
+    ix, q, w = parts
+    x = text_image(tmp_path / "x.png", ["one image"])
+    q.upsert(str(x))
+    assert w.step()
+    digest = ix.db.path_entry(str(x))
+    assert digest is not None and digest.content_hash is not None
+    st = x.stat()
+    names = {n: str(tmp_path / n) for n in ("f/moved-on.png", "g/upserted.png", "h/ghost.png")}
+    ix.db.link(
+        [Link(p, str(tmp_path), digest.content_hash, st.st_size, st.st_mtime_ns, st.st_ino) for p in names.values()]
+    )
+    q.move(str(tmp_path / "f"), str(tmp_path / "f2"))  # a folder move from f is queued
+    q.upsert(names["g/upserted.png"])  # a row names this one
+    touched = [str(tmp_path / d) for d in ("f", "g", "h")] + [str(x)]
+    assert converge.ghosts(ix.db, q, touched) == [names["h/ghost.png"]]
+    (tmp_path / "h").mkdir()
+    shutil.copyfile(x, tmp_path / "h" / "ghost.png")
+    assert converge.ghosts(ix.db, q, touched) == []  # back on disk

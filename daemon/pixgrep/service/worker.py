@@ -17,6 +17,7 @@ from pixgrep import diskfull, scan
 from pixgrep.catalog import OutcomeStatus, QueueOp
 from pixgrep.errors import DiskFull, PixgrepError, RetryableError
 from pixgrep.pipeline import Outcome, Pipeline
+from pixgrep.service import converge
 from pixgrep.service.outage import Outage
 from pixgrep.service.queue import Item, Job, WorkQueue
 from pixgrep.service.threads import StoppableThread
@@ -213,16 +214,27 @@ class Worker(StoppableThread):
         upserts = [it for it in items if it.op in (QueueOp.UPSERT, QueueOp.FORCE)]
         deletes = [it for it in items if it.op == QueueOp.DELETE]
         extra: list[Item] = []
-        later: list[Job] = []
         for it in moves:
-            self._guarded(it, lambda it=it: self._move(it, extra, later))  # type: ignore[misc]
-        if later:
-            # Only once the moves are done: a job on a move's own row would be absorbed by the move.
-            self.queue.put(later)
+            self._guarded(it, lambda it=it: self._move(it, extra))  # type: ignore[misc]
+            log.debug("move %s -> %s", it.src, it.path)
         n = self._upsert(upserts + extra)
         for it in deletes:
             self._guarded(it, lambda it=it: self._delete(it))  # type: ignore[misc]
+            log.debug("delete %s", it.path)
+        # Only once the batch is done: a delete queued on a move's own row would be absorbed by the move.
+        self._converge([it.path for it in moves])
         return n
+
+    def _converge(self, touched: Sequence[str]) -> None:
+        """Names the moves wrote whose file is gone and that no queued event takes on are forgotten a moment
+        later (service/converge.py); the delete checks the disk again, and an event still on its way wins."""
+        if not touched:
+            return
+        gone = converge.ghosts(self.pipeline.db, self.queue, touched)
+        if gone:
+            log.info("%d moved names are gone from disk; forgetting them unless an event takes them on", len(gone))
+            when = time.time() + max(2.0, 2 * self.stable_seconds)
+            self.queue.put(Job(p, QueueOp.DELETE, not_before=when) for p in gone)
 
     def _guarded(self, item: Item, fn: Callable[[], bool]) -> None:
         try:
@@ -240,10 +252,10 @@ class Worker(StoppableThread):
             self._note_error(item.path, f"{type(e).__name__}: {e}")
             self.queue.retry(item, f"{type(e).__name__}: {e}")
 
-    def _move(self, it: Item, extra: list[Item], later: list[Job]) -> bool:
+    def _move(self, it: Item, extra: list[Item]) -> bool:
         src, dst = self._earlier_name(it.src or ""), it.path
         p = self.pipeline
-        if self._moved_on(src, dst, later):
+        if self._moved_on(src, dst):
             return True
         if os.path.isdir(dst):
             n = p.move_tree(src, dst)
@@ -286,17 +298,14 @@ class Worker(StoppableThread):
             src = earlier[src]
         return src
 
-    def _moved_on(self, src: str, dst: str, later: list[Job]) -> bool:
+    def _moved_on(self, src: str, dst: str) -> bool:
         """Both names gone: the file or folder moved on again (renamed twice in a row). Carry its books
         along to ``dst``, where the next move event finds them; forgetting them here would cost the OCR
-        of every file again under the final name."""
+        of every file again under the final name. If no queued move takes them on from ``dst`` (both
+        names were simply deleted), ``_converge`` forgets them after the batch."""
         if os.path.lexists(dst) or os.path.lexists(src):
             return False
         self.stats.moved += self.pipeline.carry(src, dst, self._root_of(dst))
-        # If no later move takes them on from ``dst`` (both names were simply deleted), the books must
-        # not keep them there: a delete of ``dst`` once the events of the burst are in. A pending move
-        # from ``dst`` absorbs it (see _delete), and a file re-created at ``dst`` is indexed instead.
-        later.append(Job(dst, QueueOp.DELETE, not_before=time.time() + max(2.0, 2 * self.stable_seconds)))
         return True
 
     def _delete(self, it: Item) -> bool:
