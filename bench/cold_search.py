@@ -81,9 +81,9 @@ def process_cpu(pid: int) -> float:
 def build(code: Path, home: Path, n: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXGREP_")}
     env["PYTHONPATH"] = f"{code / 'daemon'}:{code / 'cli'}"
-    here = Path(__file__).resolve().parent
+    # The baseline's own grow script: this checkout's may use what the baseline's code lacks.
     subprocess.run(
-        [sys.executable, str(here / "daemon_latency.py"), "--grow", "0", str(n), "--home", str(home)],
+        [sys.executable, str(code / "bench" / "daemon_latency.py"), "--grow", "0", str(n), "--home", str(home)],
         env=env,
         check=True,
     )
