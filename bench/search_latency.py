@@ -107,6 +107,12 @@ def main() -> None:
         default="lite",
         help="server: HNSW vs FLAT on `milvus-lite server`, recall@10, daemon RSS (bench/server_search.py)",
     )
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="server backend: keep each size's loaded collections under this folder and reuse them on the next run",
+    )
+    ap.add_argument("--preload", choices=("FLAT", "HNSW"), help="server backend: only load this index under --keep")
     args = ap.parse_args()
     rng = random.Random(1)
     with open(PEER, encoding="utf-8") as fh:
@@ -115,9 +121,12 @@ def main() -> None:
     queries = [rng.choice(lines)[: rng.randint(3, 8)] for _ in range(args.queries)]
     if args.backend == "server":
         sys.path.insert(0, str(HERE))
-        from server_search import run
+        from server_search import preload, run
 
-        run([int(x) for x in args.sizes.split(",")], args.queries, lines)
+        if args.preload:
+            preload([int(x) for x in args.sizes.split(",")], args.preload, lines, args.keep)
+            return
+        run([int(x) for x in args.sizes.split(",")], args.queries, lines, keep=args.keep)
         return
     table = []
     for n in [int(x) for x in args.sizes.split(",")]:
