@@ -1,16 +1,23 @@
 """The Milvus server path: HNSW vs FLAT on `milvus-lite server`, recall@10, and the daemon's RSS.
 
-Run as ``python bench/search_latency.py --backend server`` (or this file directly). For each size, one
-`milvus-lite server` on loopback gets the same synthetic items twice, shaped like real memes (about 7
-segments an image: the whole text, its regions and lines, real meme text, random unit vectors): first into
-a FLAT collection (exact search), then, after dropping it, into an HNSW one (pixgrep's server default:
-M=16, efConstruction=200). The same queries go through ``MilvusStore.search_dense`` (both collections, top
-10) on each; recall@10 is HNSW's share of FLAT's top 10, at ef 64 (the default) and 128. Queries are stored
-vectors plus noise (cosine ≈ 0.8 to their source), so each has a true nearest row; random 512-d vectors
-have no structure, which makes the other nine neighbours near-ties: a pessimistic recall for HNSW.
+Run as ``python bench/search_latency.py --backend server`` (or this file directly). For each size, the same
+synthetic items, shaped like real memes (about 7 segments an image: the whole text, its regions and lines,
+real meme text, random unit vectors), go into a FLAT collection pair (exact search) on one `milvus-lite
+server` on loopback, then into an HNSW pair (pixgrep's server default: M=16, efConstruction=200) on another,
+one server at a time. The same queries go through ``MilvusStore.search_dense`` (both collections, top 10) on
+each; recall@10 is HNSW's share of FLAT's top 10, at ef 64 (the default) and 128, and "same first hit" the
+share of queries whose first hit is FLAT's. Queries are stored vectors plus noise (cosine ≈ 0.8 to their
+source), so each has a true nearest row; random 512-d vectors have no structure, which makes the other nine
+neighbours near-ties: a pessimistic recall for HNSW.
 
-With the HNSW collection in place, the books get the same items (SQLite), a ``pixgrep daemon`` starts on
-the server path and answers a few searches, and its RSS (and its OCR process's) is read from /proc.
+Searches start only once Lite's background compaction is over and every sealed segment has its dense index
+(Lite searches a segment without one exactly). See ``fill`` for what makes a 100k load feasible without
+changing what is measured. With the HNSW collections in place, the books get the same items (SQLite), a
+``pixgrep daemon`` starts on the server path and answers a few searches, and its RSS (and its OCR process's)
+is read from /proc.
+
+    python bench/search_latency.py --backend server --sizes 10000,100000 --keep /tmp/pgsrv   # reuses loads
+    python bench/search_latency.py --backend server --sizes 100000 --keep /tmp/pgsrv --preload HNSW  # beside it
 """
 
 from __future__ import annotations
