@@ -113,6 +113,8 @@ def main() -> None:
         help="server backend: keep each size's loaded collections under this folder and reuse them on the next run",
     )
     ap.add_argument("--preload", choices=("FLAT", "HNSW"), help="server backend: only load this index under --keep")
+    ap.add_argument("--books", default="sqlite", help="server backend: the daemon's books, sqlite and/or postgresql")
+    ap.add_argument("--daemon-only", action="store_true", help="server backend: only the daemon's RSS, no searches")
     args = ap.parse_args()
     rng = random.Random(1)
     with open(PEER, encoding="utf-8") as fh:
@@ -126,7 +128,10 @@ def main() -> None:
         if args.preload:
             preload([int(x) for x in args.sizes.split(",")], args.preload, lines, args.keep)
             return
-        run([int(x) for x in args.sizes.split(",")], args.queries, lines, keep=args.keep)
+        sizes = [int(x) for x in args.sizes.split(",")]
+        run(
+            sizes, args.queries, lines, keep=args.keep, books=tuple(args.books.split(",")), daemon_only=args.daemon_only
+        )
         return
     table = []
     for n in [int(x) for x in args.sizes.split(",")]:

@@ -179,11 +179,11 @@ def timed_search(st: Any, qs: list[np.ndarray], ef: int | None = None) -> tuple[
     return lat, found
 
 
-def write_books(home: Path, n: int, lines: list[str]) -> None:
-    """The same items in the SQLite books (what the daemon loads and counts), without touching Milvus."""
+def write_books(target: Path | str, n: int, lines: list[str]) -> None:
+    """The same items in the books (a SQLite file or a database URL), without touching Milvus."""
     from pixgrep.catalog import Catalog
 
-    db = Catalog(home / "pixgrep.sqlite")
+    db = Catalog(target)
     for batch in items(n, lines):
         db.seed(
             [{"hash": h, "status": "done", "source": "ocr", "text": segs[0].text, "attempts": 1} for h, segs, _ in batch],
@@ -193,14 +193,30 @@ def write_books(home: Path, n: int, lines: list[str]) -> None:
     db.close()
 
 
-def daemon_rss(uri: str, n: int, lines: list[str], search_words: list[str]) -> dict[str, float]:
+def daemon_rss(uri: str, n: int, lines: list[str], search_words: list[str], books: str = "sqlite") -> dict[str, float]:
+    """A daemon on the server path over books of n items (SQLite, or PostgreSQL as the team set-up uses)."""
+    if books == "postgresql":
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        import pgserver
+
+        with pgserver.running() as pg:
+            url = pg.create_database()
+            write_books(url, n, lines)
+            return _daemon_rss(uri, search_words, None, PIXGREP_DB__URL=url)
+    return _daemon_rss(uri, search_words, (n, lines))
+
+
+def _daemon_rss(
+    uri: str, search_words: list[str], sqlite: tuple[int, list[str]] | None, **env: str
+) -> dict[str, float]:
     from _daemon import Daemon, Sandbox
 
     sb = Sandbox("pgsrv-")
     try:
         sb.home.mkdir(parents=True)
-        write_books(sb.home, n, lines)
-        d = Daemon(sb, PIXGREP_MILVUS__URI=uri, PIXGREP_MILVUS__TIMEOUT="120")
+        if sqlite is not None:
+            write_books(sb.home / "pixgrep.sqlite", *sqlite)
+        d = Daemon(sb, PIXGREP_MILVUS__URI=uri, PIXGREP_MILVUS__TIMEOUT="120", **env)
         try:
             d.start(timeout=600)
             hits = sum(len(d.search(w)) for w in search_words)
@@ -228,7 +244,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 
 def measure(data: Path, index: str, n: int, lines: list[str], qs: list[np.ndarray], efs: list[int | None],
-            daemon: bool) -> dict[str, Any]:  # fmt: skip
+            books: list[str]) -> dict[str, Any]:  # fmt: skip
     """One server on ``data``: load n items (or reuse an earlier run's load), time the queries, the RSS."""
     import json
 
@@ -253,8 +269,7 @@ def measure(data: Path, index: str, n: int, lines: list[str], qs: list[np.ndarra
         runs = {ef: timed_search(st, qs, ef) for ef in efs}
         st.close()
         out = {**info, "runs": runs, "server_rss": rss_mib(server.pid)}
-        if daemon:
-            out["daemon"] = daemon_rss(uri, n, lines, lines[:5])
+        out["daemon"] = {b: daemon_rss(uri, n, lines, lines[:5], b) for b in books}
         return out
     finally:
         stop_server(server)
@@ -280,8 +295,11 @@ def preload(sizes: list[int], index: str, lines: list[str], keep: Path) -> None:
             (data / "preloading").unlink()
 
 
-def run(sizes: list[int], n_queries: int, lines: list[str], keep: Path | None = None) -> None:
-    """Per size: FLAT on one server, then HNSW (and the daemon) on another; ``keep`` reuses loads across runs."""
+def run(sizes: list[int], n_queries: int, lines: list[str], keep: Path | None = None,
+        books: tuple[str, ...] = ("sqlite",), daemon_only: bool = False) -> None:  # fmt: skip
+    """Per size: FLAT on one server, then HNSW (and the daemon) on another; ``keep`` reuses loads across runs.
+
+    ``daemon_only``: no searches, only the daemon's RSS over the HNSW collections (with each kind of books)."""
     import tempfile
 
     from _daemon import machine
@@ -290,10 +308,16 @@ def run(sizes: list[int], n_queries: int, lines: list[str], keep: Path | None = 
     for n in sizes:
         base = keep / str(n) if keep else Path(tempfile.mkdtemp(prefix="pgsrv-milvus-"))
         try:
-            qs = queries(n, lines, n_queries)
-            flat = measure(base / "flat", "FLAT", n, lines, qs, [None], daemon=False)
+            qs = [] if daemon_only else queries(n, lines, n_queries)
+            flat = None if daemon_only else measure(base / "flat", "FLAT", n, lines, qs, [None], books=[])
+            hnsw = measure(base / "hnsw", "HNSW", n, lines, qs, [] if daemon_only else [64, 128], books=list(books))
+            for b, d in hnsw["daemon"].items():
+                mem.append((n, hnsw["rows"], b, d, hnsw["server_rss"]))
+                print(f"{n} items, {b} books: daemon RSS {d['daemon']:.0f} MiB (peak {d['daemon_peak']:.0f}) + OCR "
+                      f"{d['children']:.0f} MiB, server {hnsw['server_rss']:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
+            if flat is None:
+                continue
             flat_lat, exact = flat["runs"][None]
-            hnsw = measure(base / "hnsw", "HNSW", n, lines, qs, [64, 128], daemon=True)
             results = []
             for ef, (lat, found) in hnsw["runs"].items():
                 pairs = list(zip(found, exact, strict=True))
@@ -301,24 +325,21 @@ def run(sizes: list[int], n_queries: int, lines: list[str], keep: Path | None = 
                 # The query's own source row (a stored vector plus noise) is FLAT's first hit.
                 top1 = statistics.mean(float(f[:1] == e[:1]) for f, e in pairs)
                 results.append((ef, lat, recall, top1))
-            d, server_rss, rows = hnsw["daemon"], hnsw["server_rss"], flat["rows"]
-            table.append((n, rows, flat, flat_lat, hnsw, results))
-            mem.append((n, rows, d, server_rss))
+            table.append((n, flat["rows"], flat, flat_lat, hnsw, results))
             # Each size as soon as it is measured: the largest may not finish on a shared machine.
-            print(f"done {n} at load {os.getloadavg()[0]:.1f}: rows {rows}, FLAT p50 {statistics.median(flat_lat):.1f} ms, "
+            print(f"done {n} at load {os.getloadavg()[0]:.1f}: FLAT p50 {statistics.median(flat_lat):.1f} ms, "
                   + ", ".join(f"HNSW ef={ef} p50 {statistics.median(lat):.1f} ms recall@10 {r:.3f} top-1 {t:.2f}"
                               for ef, lat, r, t in results)
-                  + f"; daemon RSS {d['daemon']:.0f} MiB (peak {d['daemon_peak']:.0f}) + OCR {d['children']:.0f} MiB, "
-                  f"server {server_rss:.0f} MiB (FLAT server {flat['server_rss']:.0f})",
-                  file=sys.stderr, flush=True)  # fmt: skip
+                  + f"; FLAT server {flat['server_rss']:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
         finally:
             if keep is None:
                 shutil.rmtree(base, ignore_errors=True)
     print(f"\nmachine: {machine()}; `milvus-lite server` on loopback, dense top 10 over both collections, "
           f"{n_queries} queries; load average at the end {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    print("| images | rows | segments | index | load s | index build s | p50 ms | p95 ms | recall@10 vs FLAT "
-          "| same first hit as FLAT |")  # fmt: skip
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    if table:
+        print("| images | rows | segments | index | load s | index build s | p50 ms | p95 ms | recall@10 vs FLAT "
+              "| same first hit as FLAT |")  # fmt: skip
+        print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for n, rows, flat, flat_lat, hnsw, results in table:
         print(f"| {n:,} | {rows:,} | {flat['segments']} | FLAT (exact) | {flat['load_s']:.0f} | {flat['build_s']:.0f} | "
               f"{statistics.median(flat_lat):.1f} | {pct(flat_lat, 0.95):.1f} | 1 | 1 |")  # fmt: skip
@@ -326,10 +347,14 @@ def run(sizes: list[int], n_queries: int, lines: list[str], keep: Path | None = 
             print(f"| {n:,} | {rows:,} | {hnsw['segments']} | HNSW M=16 efC=200, ef={ef} | {hnsw['load_s']:.0f} | "
                   f"{hnsw['build_s']:.0f} | {statistics.median(lat):.1f} | {pct(lat, 0.95):.1f} | {recall:.3f} | "
                   f"{top1:.2f} |")  # fmt: skip
-    print("\n| images | rows | daemon RSS MiB | daemon peak MiB | OCR process MiB | milvus-lite server RSS MiB |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for n, rows, d, srv in mem:
-        print(f"| {n:,} | {rows:,} | {d['daemon']:.0f} | {d['daemon_peak']:.0f} | {d['children']:.0f} | {srv:.0f} |")
+    print(
+        "\n| images | rows | books | daemon RSS MiB | daemon peak MiB | OCR process MiB | milvus-lite server RSS MiB |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|")
+    for n, rows, b, d, srv in mem:
+        print(
+            f"| {n:,} | {rows:,} | {b} | {d['daemon']:.0f} | {d['daemon_peak']:.0f} | {d['children']:.0f} | {srv:.0f} |"
+        )
 
 
 if __name__ == "__main__":
