@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -352,11 +353,11 @@ def _churn(rng: random.Random, pics: Path, sources: list[Path], seconds: float, 
     return ops
 
 
-@pytest.mark.xfail(
-    reason="known defect (issue 9, open): a burst of folder renames can leave a few book paths under a folder "
-    "renamed away until the rescan removes them; seen in 3 of 5 runs on the final code",
-    strict=False,
-)
+def _watching(d: Daemon, folder: Path) -> bool:
+    info = d.status() or {}
+    return any(w["path"] == str(folder) and w["alive"] for w in info.get("daemon", {}).get("watchers", []))
+
+
 def test_churn_converges_and_moves_cost_no_ocr(home: Path, tmp_path: Path) -> None:
     rng, seed = make_rng("test_churn")
     pics = tmp_path / "pics"
@@ -367,7 +368,8 @@ def test_churn_converges_and_moves_cost_no_ocr(home: Path, tmp_path: Path) -> No
     d = Daemon(env, tmp_path / "daemon.log")
     try:
         d.spawn()
-        wait_for(d.status, 120, "the daemon to answer")
+        # The watch itself, not only the API: churn before it would test the startup rescan instead.
+        wait_for(lambda: _watching(d, pics), 120, "the daemon to watch the folder")
         everything = ["create", "copy", "rename", "move", "delete", "rename_folder"]
         ops = _churn(rng, pics, sources, 8.0, everything)
         disk = on_disk(pics)
@@ -383,9 +385,21 @@ def test_churn_converges_and_moves_cost_no_ocr(home: Path, tmp_path: Path) -> No
         d.kill()
     problems = inconsistencies(load_settings(), disk=disk)
     assert problems == [], f"seed {seed}, {ops}, {moves}: {problems}"
+    # The churn is timed, not counted: a run that moved too little says nothing about the OCR of moves.
+    assert sum(moves.values()) >= 8 and moves["rename_folder"], f"seed {seed}: too few moves to judge ({moves})"
     assert runs_after_moves == runs, f"seed {seed}, {moves}: renames and moves cost {runs_after_moves - runs} OCR runs"
     ops = {k: ops.get(k, 0) + moves.get(k, 0) for k in ops}
-    record("test_churn", seed=seed, operations=sum(ops.values()), by_kind=ops, files=len(disk), ocr_runs=runs)
+    # Names a move left behind with no file (service/converge.py): how often the race of issue 9 happened.
+    ghosts = sum(int(m) for m in re.findall(r"(\d+) moved names are gone from disk", d.log.read_text()))
+    record(
+        "test_churn",
+        seed=seed,
+        operations=sum(ops.values()),
+        by_kind=ops,
+        files=len(disk),
+        ocr_runs=runs,
+        gone_names_forgotten=ghosts,
+    )
 
 
 # --------------------------------------------------------------------------
