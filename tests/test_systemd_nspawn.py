@@ -329,6 +329,9 @@ def test_user_service(box: Box) -> None:
     assert _owner(box, pid) == "alice"
     # The sandbox is really on: without PrivateUsers=yes systemd 252 skips it silently.
     assert "ro" in _mount_options(box, pid, "/"), _mount_options(box, pid, "/")
+    # IPAddressDeny= is not: a user manager cannot attach its BPF filter and says so. The unit's comment and
+    # README's "Private by default" say the same, and rely on the daemon having no listener another user can use.
+    assert any("configures an IP firewall, but not running as root" in line for line in unit.journal()), unit.log_tail()
 
     _image(box.drop / f"{WORD}.png")
     unit.run(

@@ -213,8 +213,12 @@ ProtectClock=yes
 ProtectHostname=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 # IP traffic to and from loopback only (a remote Milvus: allow its address in a
-# drop-in, systemctl --user edit pixgrep). Where the user manager cannot attach
-# the BPF filter, systemd ignores these; the daemon opens no TCP listener anyway.
+# drop-in, systemctl --user edit pixgrep) where the manager can attach BPF
+# programs. A user manager cannot: systemd runs this unit without the filter
+# and logs "unit configures an IP firewall, but not running as root" (checked
+# by tests/test_systemd_nspawn.py). What protects the daemon is that it has no
+# listener another user can use: Unix sockets in 0700 folders, and a token on
+# the gallery's loopback port.
 IPAddressDeny=any
 IPAddressAllow=localhost
 RestrictNamespaces=yes
