@@ -532,9 +532,11 @@ def test_full_disk_index_exits_74_and_search_keeps_answering(home: Path, tmp_pat
 def test_full_disk_under_the_daemon_keeps_the_work_and_resumes(home: Path, tmp_path: Path) -> None:
     """$PIXGREP_HOME fills up under a running daemon (the books, the queue and Milvus Lite alike): the files
     that arrive meanwhile are neither lost nor failed; the daemon says "no space left on ..." in its log and
-    status, search answers, and once space is freed they are indexed without a restart."""
+    status, search answers, and once space is freed they are indexed without a restart. Then a daemon started
+    on the full disk waits for room, and starts once there is."""
     rng, seed = make_rng("test_full_disk_daemon")
     files = corpus_files(6, stride=83, offset=rng.randrange(83))
+    late = [f for f in corpus_files(8, stride=89, offset=rng.randrange(89)) if f not in files][:1]
     pics = tmp_path / "pics"
     pics.mkdir()
     with small_tmpfs(tmp_path / "disk", "64m") as disk:
@@ -581,11 +583,38 @@ def test_full_disk_under_the_daemon_keeps_the_work_and_resumes(home: Path, tmp_p
             assert counts.get("failed", 0) == 0, f"seed {seed}: {counts}"
             assert "no space left" not in daemon["state"], daemon
             assert d.stop() == 0
+
+            # Started on a full disk, it waits for room (one line) instead of failing into a restart loop.
+            filled_again = fill(disk)
+            copy_corpus(pics, late)
+            offset = d.log.stat().st_size
+
+            def since_restart() -> str:
+                return d.log.read_bytes()[offset:].decode(errors="replace")
+
+            d.spawn()
+            wait_for(lambda: "waiting for room before starting" in since_restart(), 60, "the restart to wait for room")
+            time.sleep(rng.uniform(2.0, 5.0))
+            assert d.proc is not None and d.proc.poll() is None, since_restart()
+            for f in disk.glob(".filler*"):
+                f.unlink()
+            wait_for(d.status, 120, "the daemon to start once there is room")
+            wait_for(lambda: _counts(d)[0].get("indexed") == total + len(late), 120, "the late file to be indexed")
+            assert "Traceback" not in since_restart() and since_restart().count("waiting for room") == 1
+            assert d.stop() == 0
         finally:
             d.kill()
         problems = inconsistencies(load_settings(home=disk / "home"), disk=on_disk(pics))
         assert problems == [], f"seed {seed}: {problems}"
-        record("test_full_disk_daemon", seed=seed, tmpfs="64m", filled_bytes=filled, files=total, paused_state=info)
+        record(
+            "test_full_disk_daemon",
+            seed=seed,
+            tmpfs="64m",
+            filled_bytes=filled,
+            files=total + len(late),
+            paused_state=info,
+            filled_before_restart=filled_again,
+        )
 
 
 def _some_text(env: dict[str, str]) -> str:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pixgrep import scan
+from pixgrep import diskfull, scan
 from pixgrep.app import Index
 from pixgrep.catalog import Catalog
 from pixgrep.errors import AlreadyRunning, EmbeddingMismatch, StoreUnavailable
@@ -42,6 +42,7 @@ from pixgrep.service.gallery import GalleryServer, gallery_backend
 from pixgrep.service.instance import InstanceLock
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.rescan import Rescanner
+from pixgrep.service.room import wait_for_room
 from pixgrep.service.threads import StoppableThread
 from pixgrep.service.watcher import Folder, Watcher
 from pixgrep.service.worker import Worker
@@ -309,9 +310,13 @@ class Supervisor:
             self.shutdown()
             return int(ExitCode.TEMPFAIL)
         except Exception as e:
-            log.critical("start-up failed: %r", e, exc_info=True)
+            full = diskfull.classify(e, self.settings.home)
+            if full is None:
+                log.critical("start-up failed: %r", e, exc_info=True)
+            else:  # the disk filled up again after wait_for_room: one line, and EX_IOERR
+                log.error("%s; cannot start", full)
             self.shutdown()
-            return int(ExitCode.SOFTWARE)
+            return int(ExitCode.SOFTWARE if full is None else ExitCode.IOERR)
         self._loop()
         ok = self.shutdown()
         if self.exit_code == ExitCode.OK and not ok:
@@ -490,6 +495,7 @@ def run_daemon(
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the process exit code."""
     # Before anything else: a second daemon on this index must not touch the first one's socket or locks.
     lock = InstanceLock(settings.home)
+    wait_for_room(settings.home)  # a full disk: wait (one log line) rather than fail and be restarted in a loop
     try:
         lock.acquire()
         socket_taken(settings.socket_path)  # another index's daemon on our socket: one line too
