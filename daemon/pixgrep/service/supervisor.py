@@ -39,7 +39,7 @@ from pixgrep.service.backend import DaemonBackend, version
 from pixgrep.service.fleet import Heartbeat
 from pixgrep.service.folders import WatchList
 from pixgrep.service.gallery import GalleryServer, gallery_backend
-from pixgrep.service.instance import InstanceLock
+from pixgrep.service.instance import InstanceLock, running_pid
 from pixgrep.service.queue import WorkQueue
 from pixgrep.service.rescan import Rescanner
 from pixgrep.service.room import wait_for_room
@@ -495,7 +495,8 @@ def run_daemon(
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the process exit code."""
     # Before anything else: a second daemon on this index must not touch the first one's socket or locks.
     lock = InstanceLock(settings.home)
-    wait_for_room(settings.home)  # a full disk: wait (one log line) rather than fail and be restarted in a loop
+    if running_pid(settings.home) is None:  # a second daemon still says at once that one runs (exit 75)
+        wait_for_room(settings.home)  # a full disk: wait (one log line) rather than fail and restart in a loop
     try:
         lock.acquire()
         socket_taken(settings.socket_path)  # another index's daemon on our socket: one line too
