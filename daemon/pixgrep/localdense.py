@@ -26,6 +26,7 @@ the whole-text leg of the search (``search_whole``).
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,6 +47,18 @@ DOC_KINDS = VectorFile.DOC_KINDS
 ANN_LISTS = 256
 ANN_TRAIN_PER_LIST = 64  # training rows per cell, at most (faiss warns below 39)
 ANN_MIN_ROWS = ANN_LISTS * 8  # fewer rows than this are always scanned (and k-means has too little to go on)
+
+
+def _trim_heap() -> None:
+    """Give the heap that reading the rows used back to the system (glibc keeps it otherwise).
+
+    Loading 364k rows reads every float16 blob into Python bytes and float32 batches: after the
+    load the daemon held 100-140 MiB more than the index needs (``bench/RESULTS.md``).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        pass
 
 
 def _one_thread(faiss: Any) -> None:
@@ -101,6 +114,7 @@ class LocalDenseIndex:
         self._index = self._new_index(sample=self._training_sample(rows) if ivf else None)
         self._whole = self._new_index(whole_dim) if whole_dim else None
         self._load()
+        _trim_heap()
 
     def _new_index(self, dim: int = 0, sample: np.ndarray | None = None) -> object:
         """The exact flat index, or with a training ``sample`` an IVF one (both float16 codes, inner product)."""
