@@ -86,6 +86,14 @@ class DaemonBackend:
                     out.append({"path": f["path"], "error": f["error"] or "failed", "attempts": f["attempts"]})
         return info
 
+    def _state(self) -> str:
+        """The daemon's state, or why its queue is paused: "store unavailable since T: why" while the worker
+        waits for the vector store, "no space left on P ...; queue paused since T" while the disk is full."""
+        sup = self.sup
+        w = sup.worker
+        paused = (w.outage.describe() if w else None) or (sup.queue.full.describe() if sup.queue else None)
+        return paused or sup.state
+
     def _daemon_info(self) -> dict[str, Any]:
         sup = self.sup
         assert sup.queue is not None
@@ -94,9 +102,7 @@ class DaemonBackend:
         return {
             "running": True,
             "pid": os.getpid(),
-            # "store unavailable since T: why" while the worker waits for the vector store.
-            # "no space left on P ...; queue paused since T" while the disk under the books is full.
-            "state": (w.outage.describe() if w else None) or sup.queue.full.describe() or sup.state,
+            "state": self._state(),
             "version": version(),
             "started_at": sup.started_at,
             "uptime_seconds": round(time.time() - sup.started_at, 1),
