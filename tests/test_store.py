@@ -12,22 +12,9 @@ from pixgrep.errors import EmbeddingMismatch
 from pixgrep.localdense import LocalDenseIndex
 from pixgrep.segments import Segment
 from pixgrep.store import MilvusStore
-
-DIM = 8
-
-
-def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    v = rng.standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def _segs(name: str) -> list[Segment]:
-    return [
-        Segment("full", "ocr", f"{name} whole", f"{name} whole"),
-        Segment("region", "ocr", f"{name} panel", f"{name} panel"),
-        Segment("line", "ocr", f"{name} line", f"{name} line"),
-        Segment("caption", "caption", f"{name} caption", f"{name} caption"),
-    ]
+from vecs import DIM
+from vecs import segs as _segs
+from vecs import unit as _unit
 
 
 def test_local_index_replace_delete_search_and_reopen(tmp_path: Path) -> None:

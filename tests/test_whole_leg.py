@@ -11,24 +11,12 @@ import pytest
 from pixgrep.app import Index, index_paths
 from pixgrep.errors import EmbeddingMismatch
 from pixgrep.localdense import LocalDenseIndex
-from pixgrep.segments import Segment
 from pixgrep.store import MilvusStore
+from vecs import DIM
+from vecs import segs as _segs
+from vecs import unit as _unit
 
-DIM, WDIM = 8, 5
-
-
-def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
-    v = rng.standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def _segs(name: str) -> list[Segment]:
-    return [
-        Segment("full", "ocr", f"{name} whole", f"{name} whole"),
-        Segment("region", "ocr", f"{name} panel", f"{name} panel"),
-        Segment("line", "ocr", f"{name} line", f"{name} line"),
-        Segment("caption", "caption", f"{name} caption", f"{name} caption"),
-    ]
+WDIM = 5
 
 
 def test_local_index_keeps_whole_text_vectors_of_the_documents(tmp_path: Path) -> None:

@@ -84,15 +84,7 @@ class Pipeline:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                e = self.settings.embed
-                self._embedder = EMBED.create(
-                    e.backend,
-                    model=e.model,
-                    device=e.device,
-                    batch_size=e.batch_size,
-                    # OCR processes fill every core: more BLAS threads would only spin.
-                    threads=1 if self.ocr_pool.throughput else 0,
-                )
+                self._embedder = self._create_embedder(self.settings.embed.backend)
             return self._embedder
 
     @property
@@ -103,14 +95,19 @@ class Pipeline:
             return None
         with self._lock:
             if self._whole_embedder is None:
-                self._whole_embedder = EMBED.create(
-                    e.whole_backend,
-                    model=e.model,
-                    device=e.device,
-                    batch_size=e.batch_size,
-                    threads=1 if self.ocr_pool.throughput else 0,
-                )
+                self._whole_embedder = self._create_embedder(e.whole_backend)
             return self._whole_embedder
+
+    def _create_embedder(self, backend: str) -> Embedder:
+        e = self.settings.embed
+        return EMBED.create(
+            backend,
+            model=e.model,
+            device=e.device,
+            batch_size=e.batch_size,
+            # OCR processes fill every core: more BLAS threads would only spin.
+            threads=1 if self.ocr_pool.throughput else 0,
+        )
 
     def warm_embedders(self) -> None:
         """Load the embedders' weights, not just their tokenizers (the whole-text model's too, if any)."""

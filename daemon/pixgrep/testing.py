@@ -105,6 +105,15 @@ class StubCaptioner:
         return [[self.CAPTIONS.get(im.convert("RGB").getpixel((5, 5)), "a picture")] for im in images]  # type: ignore[call-overload,arg-type]
 
 
+def _unit_rows(out: np.ndarray) -> np.ndarray:
+    """L2-normalise each row in place; an all-zero row (no features) becomes a fixed unit vector."""
+    norms = np.linalg.norm(out, axis=1)
+    out[norms == 0, 0] = 1.0
+    norms[norms == 0] = 1.0
+    out /= norms[:, None]
+    return out
+
+
 class StubEmbedder:
     """Hashed character unigrams and bigrams, L2-normalised: shared characters mean a high cosine."""
 
@@ -123,12 +132,7 @@ class StubEmbedder:
             for gram in [*t, *(t[i : i + 2] for i in range(len(t) - 1))]:
                 if not gram.isspace():
                     out[row, zlib.crc32(gram.encode()) % self.dim] += 1.0
-            norm = float(np.linalg.norm(out[row]))
-            if norm:
-                out[row] /= norm
-            else:
-                out[row, 0] = 1.0
-        return out
+        return _unit_rows(out)
 
 
 class StubWholeEmbedder:
@@ -150,12 +154,7 @@ class StubWholeEmbedder:
             for w in t.lower().split():
                 w = self.SYNONYMS.get(w, w)
                 out[row, zlib.crc32(w.encode()) % self.dim] += 1.0
-            norm = float(np.linalg.norm(out[row]))
-            if norm:
-                out[row] /= norm
-            else:
-                out[row, 0] = 1.0
-        return out
+        return _unit_rows(out)
 
 
 class StubStore:
