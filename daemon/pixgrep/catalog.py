@@ -935,15 +935,8 @@ class Catalog:
                     content = Content(hash=it.digest)
                     s.add(content)
                 content.status = ContentStatus.PENDING
-                content.error = None
                 content.retryable = True
-                content.text = "\n".join(ln["text"] for ln in it.lines)
-                content.lines_json = json.dumps(it.lines, ensure_ascii=False)
-                content.captions_json = "[]"
-                content.source = it.source
-                content.width, content.height = it.width, it.height
-                content.versions_json = json.dumps(it.versions)
-                content.updated_at = time.time()
+                _fill(content, it, captions=[])
                 links += it.links
             s.flush()
             return self._link_all(s, links)
@@ -956,16 +949,9 @@ class Catalog:
                 content = s.get(Content, it.digest) or Content(hash=it.digest)
                 s.add(content)
                 content.status = ContentStatus.DONE
-                content.error = None
                 content.retryable = False
                 content.attempts = (content.attempts or 0) + 1
-                content.text = "\n".join(ln["text"] for ln in it.lines)
-                content.lines_json = json.dumps(it.lines, ensure_ascii=False)
-                content.captions_json = json.dumps(it.captions, ensure_ascii=False)
-                content.source = it.source
-                content.width, content.height = it.width, it.height
-                content.versions_json = json.dumps(it.versions)
-                content.updated_at = time.time()
+                _fill(content, it, captions=it.captions)
                 links += it.links
             s.flush()
             return self._link_all(s, links)
@@ -1614,3 +1600,15 @@ class VectorFile:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _fill(content: Content, it: Indexed, *, captions: Sequence[Any]) -> None:
+    """The analysis of one image on its content row (OCR kept before the store write, or indexed after it)."""
+    content.error = None
+    content.text = "\n".join(ln["text"] for ln in it.lines)
+    content.lines_json = json.dumps(it.lines, ensure_ascii=False)
+    content.captions_json = json.dumps(list(captions), ensure_ascii=False)
+    content.source = it.source
+    content.width, content.height = it.width, it.height
+    content.versions_json = json.dumps(it.versions)
+    content.updated_at = time.time()
